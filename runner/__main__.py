@@ -1,0 +1,57 @@
+"""``python -m runner KEY=VALUE ...``: the Hydra entry point.
+
+The MLflow writer process starts before anything heavy is imported, so that MLflow's imports and the
+store's opening overlap with torch's import here (see :mod:`runner.store_process`). Command-line
+mistakes are caught before Hydra composes (:mod:`runner.cli`), so they read as one line; bad values
+are caught by :func:`runner.job.validate`. When the job is done and the writer has flushed, the
+process ends with ``os._exit``: finalising torch's and MLflow's modules would add ~1.5 s and write
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    from runner import cli, tracking
+    from runner.errors import UserError, report_and_exit
+
+    try:
+        cli.preflight(sys.argv[1:])
+    except UserError as exc:
+        report_and_exit(exc)
+    if cli.wants_tracking(sys.argv[1:]):
+        tracking.start_writer()
+
+    import hydra
+
+    from runner.config import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+    def app(cfg) -> float:
+        from runner.job import run_job
+        from runner.store import StoreError
+
+        try:
+            return run_job(cfg)
+        except (UserError, StoreError) as exc:
+            report_and_exit(exc)
+
+    status = 0
+    try:
+        app()
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        tracking.close_writer()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Command-line checks made before Hydra composes the config.
+
+Hydra reports an unknown group choice or key over several lines with a hint about
+``HYDRA_FULL_ERROR``; the runner's promise is one line naming the problem and what is allowed. So the
+overrides are parsed with Hydra's own parser and checked against the config groups on disk and the
+structured-config schemas (:mod:`runner.config`): choices, keys and value types. Anything that slips
+through still gets Hydra's (longer) message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from runner.errors import UserError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("objective", "backend", "optimizer", "tracking")
+# Hydra flags that take the next token as their value.
+FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-c", "--cfg", "-p", "--package", "--experimental-rerun"}
+NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc"}
+
+
+def overrides_of(argv: Iterable[str]) -> list[str]:
+    """The KEY=VALUE tokens of a command line, without Hydra's flags and their values."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in FLAGS_WITH_VALUE:
+            skip = True
+            continue
+        if token.startswith("-"):
+            continue
+        out.append(token)
+    return out
+
+
+def wants_tracking(argv: list[str]) -> bool:
+    """Whether this command will run a job that records into MLflow (so the writer is worth starting)."""
+    if any(token.split("=")[0] in NO_RUN_FLAGS for token in argv):
+        return False
+    return not any(token.replace(" ", "") in ("tracking.enabled=false", "tracking.enabled=False") for token in argv)
+
+
+@lru_cache(maxsize=None)
+def choices(group: str) -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (CONF / group).glob("*.yaml")))
+
+
+@lru_cache(maxsize=None)
+def default_choice(group: str) -> str:
+    import yaml
+
+    for item in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]:
+        if isinstance(item, dict) and group in item:
+            return item[group]
+    raise KeyError(group)
+
+
+@lru_cache(maxsize=None)
+def optimizer_keys(choice: str) -> tuple[str, ...]:
+    import yaml
+
+    data = yaml.safe_load((CONF / "optimizer" / f"{choice}.yaml").read_text()) or {}
+    return tuple(k for k in data if not k.startswith("_") or k == "_target_")
+
+
+def _schemas() -> dict[str, type]:
+    from runner.config import BackendConf, ObjectiveConf, RunnerConf, TrackingConf
+
+    return {"": RunnerConf, "objective": ObjectiveConf, "backend": BackendConf, "tracking": TrackingConf}
+
+
+def _values(override) -> list[Any]:
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    return [override.value()]
+
+
+def _check_type(schema: type, field: str, value: Any, key: str) -> None:
+    """Let OmegaConf's structured-config validation judge the value; reword its complaint."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    node = OmegaConf.structured(schema)
+    try:
+        OmegaConf.update(node, field, value, merge=False)
+    except OmegaConfBaseException:
+        kind = next(f.type for f in dataclasses.fields(schema) if f.name == field)
+        kind = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+        if kind.startswith("Optional["):
+            kind = kind[len("Optional[") : -1] + " or null"
+        raise UserError(f"{key}: {value!r} is not a valid value; expected {kind}") from None
+
+
+def preflight(argv: list[str]) -> None:
+    """Raise :class:`UserError` for an unknown group choice, an unknown key or a mistyped value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+
+    tokens = overrides_of(argv)
+    if not tokens:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(tokens)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {str(exc).splitlines()[0]}") from None
+    schemas = _schemas()
+    chosen = {g: [default_choice(g)] for g in ("optimizer",)}
+    for o in parsed:
+        if o.key_or_group in GROUPS:
+            for value in _values(o):
+                if str(value) not in choices(o.key_or_group):
+                    raise UserError(
+                        f"{o.key_or_group}: unknown choice {value!r}; choose one of: {', '.join(choices(o.key_or_group))}"
+                    )
+            if o.key_or_group == "optimizer":
+                chosen["optimizer"] = [str(v) for v in _values(o)]
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS or key.startswith("hydra") or "/" in key or o.type in (OverrideType.ADD, OverrideType.FORCE_ADD, OverrideType.DEL):
+            continue
+        group, _, field = key.rpartition(".")
+        if group == "optimizer":
+            for choice in chosen["optimizer"]:
+                if field not in optimizer_keys(choice):
+                    raise UserError(
+                        f"{key}: optimizer {choice!r} has no setting {field!r}; it has: {', '.join(optimizer_keys(choice))} "
+                        f"(add a torch.optim argument with +{key}=...)"
+                    )
+            continue
+        schema = schemas.get(group)
+        names = [f.name for f in dataclasses.fields(schema)] if schema else []
+        if schema is None or "." in field or field not in names:
+            if group:
+                allowed = f"{group} keys are: {', '.join(names)}" if schema else f"groups are: {', '.join(GROUPS)}"
+            else:
+                allowed = "top-level keys are: " + ", ".join(n for n in names if n not in GROUPS) + f"; groups: {', '.join(GROUPS)}"
+            raise UserError(f"unknown key {key!r}; {allowed}")
+        for value in _values(o):
+            _check_type(schema, field, value, key)

@@ -1,0 +1,225 @@
+"""One Hydra job: validate the config, build the run, descend, record it in MLflow, report.
+
+This is the only module that knows about all the others; it knows nothing of Hydra itself beyond
+reading the composed config (``HydraConfig`` only to name runs in a multirun).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner import tracking
+from runner.backends import make_backend, resolve_device, resolve_dtype
+from runner.errors import UserError
+from runner.loop import Trajectory, descend, sample_coords
+from runner.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
+from runner.problem import Problem, build_problem
+from runner.progress import make_progress
+from runner.store import resolve_uri
+
+TASKS = ("optimize", "derivatives")
+
+
+def validate(cfg: DictConfig) -> None:
+    """The top-level checks that the schema's types cannot express."""
+    if cfg.task not in TASKS:
+        raise UserError(f"task: {cfg.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UserError(f"lr: {cfg.lr} is not allowed; the learning rate must be a finite number > 0")
+    if cfg.steps < 0:
+        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) or more")
+    if cfg.tol is not None and not (math.isfinite(cfg.tol) and cfg.tol >= 0):
+        raise UserError(f"tol: {cfg.tol} is not allowed; use null or a finite number ≥ 0")
+    if cfg.check_grad_every < 1:
+        raise UserError(f"check_grad_every: {cfg.check_grad_every} is not allowed; use 1 or more")
+    if cfg.tracking.max_coords < 1:
+        raise UserError(f"tracking.max_coords: {cfg.tracking.max_coords} is not allowed; use 1 or more")
+    log_every = cfg.tracking.log_every
+    if log_every != "auto" and not (isinstance(log_every, int) and log_every >= 1):
+        raise UserError(f"tracking.log_every: {log_every!r} is not allowed; use auto or an integer ≥ 1")
+
+
+def build(cfg: DictConfig) -> tuple[Problem, Any, torch.device]:
+    """The problem and backend, on the configured dtype and device."""
+    dtype = resolve_dtype(cfg.backend.dtype)
+    size = len(cfg.objective.init) if cfg.objective.init is not None else (cfg.objective.dim or 1)
+    device = resolve_device(cfg.backend.device, size)
+    problem = build_problem(cfg.objective, dtype=dtype, device=device)
+    return problem, make_backend(cfg.backend), device
+
+
+PARENT_ENV = "RUNNER_PARENT_RUN_ID"  # set by the sweep callback: the multirun's parent run
+SWEPT_ENV = "RUNNER_SWEPT_KEYS"  # set by the sweep callback: comma-separated keys the sweep varies
+
+
+def swept_extras(cfg: DictConfig) -> dict[str, Any]:
+    """In a multirun, the overridden keys that the base run name does not already show.
+
+    With the sweep callback, only the keys the sweep varies (``$RUNNER_SWEPT_KEYS``); without it,
+    every task override of the job.
+    """
+    swept = os.environ.get(SWEPT_ENV)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # not under Hydra (tests calling run_job directly)
+        return {}
+    if hc.mode != RunMode.MULTIRUN:
+        return {}
+    extras = {}
+    for item in hc.overrides.task:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in ("objective", "optimizer", "lr") or key.startswith(("tracking", "hydra", "progress")):
+            continue
+        if swept is not None and key not in swept.split(","):
+            continue
+        extras[key] = value
+    return extras
+
+
+def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
+    """For 2-D objectives: a grid around the path and the minima, evaluated in one batched call."""
+    from runner import plots
+
+    if problem.dim != 2:
+        return None
+    last = int(traj.final_step[row]) + 1
+    path = traj.x[:last, row, :]
+    bounds = plots.contour_bounds([path], problem.minima)
+    X, Y, points = plots.grid_points(bounds)
+    with torch.no_grad():
+        Z = problem.fn(torch.as_tensor(points, dtype=problem.x0.dtype, device=problem.x0.device))
+    return X, Y, Z.reshape(X.shape).cpu().numpy(), path
+
+
+def run_optimize(cfg: DictConfig) -> float:
+    """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
+    problem, backend, device = build(cfg)
+    opt_name = optimizer_name(cfg.optimizer)
+    make_optimizer(cfg.optimizer, [problem.params(problem.x0.unsqueeze(0)).clone().requires_grad_(True)])
+    name = cfg.tracking.run_name or tracking.run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
+    torch.manual_seed(cfg.seed)
+    warning = None
+    if cfg.steps > 0 and is_plain_descent(cfg.optimizer):
+        from runner.curvature import stable_lr_warning
+
+        warning = stable_lr_warning(problem, backend, cfg.lr)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    checker = None
+    if cfg.check_grad:
+        from runner.gradcheck import GradChecker
+
+        checker = GradChecker(problem, cfg.backend)
+
+    store, run_id = None, None
+    if cfg.tracking.enabled:
+        store = tracking.writer()
+        uri = resolve_uri(cfg.tracking.uri)
+        store.open(uri, cfg.tracking.experiment)
+        tags = {
+            "objective": problem.name,
+            "backend": backend.name,
+            "optimizer": opt_name,
+            "device": str(device),
+            "dtype": cfg.backend.dtype,
+            "task": cfg.task,
+        }
+        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+        run_id = store.start_run(name, params, tags, parent_run_id=os.environ.get(PARENT_ENV) or None)
+
+    x_names = [problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)]
+    started = time.time()
+    try:
+        traj = descend(
+            problem,
+            backend,
+            lambda params: make_optimizer(cfg.optimizer, params),
+            steps=cfg.steps,
+            tol=cfg.tol,
+            max_coords=cfg.tracking.max_coords,
+            closure=needs_closure(cfg.optimizer),
+            monitor=checker,
+            monitor_every=cfg.check_grad_every,
+            progress=make_progress(cfg.progress, cfg.steps, name),
+        )
+    except BaseException as exc:
+        if store is not None:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            store.end_run(run_id, status, {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+
+    g_names = [problem.wrt_names[i] for i in traj.grad_coords]
+    outcome, final = traj.outcome[0], int(traj.final_step[0])
+    if store is not None:
+        stride = tracking.log_stride(final, cfg.tracking.log_every)
+        series = tracking.metric_series(traj, 0, x_names, g_names, stride)
+        if checker is not None:
+            series.update(checker.series())
+        store.log_metrics(run_id, series, int(started * 1000))
+        if cfg.tracking.artifacts:
+            grid = contour_grid(problem, traj)
+            store.log_run_artifacts(
+                run_id,
+                {
+                    "config": OmegaConf.to_yaml(cfg, resolve=True),
+                    "table": tracking.trajectory_table(traj, 0, x_names, g_names),
+                    "title": name,
+                    "plots": {
+                        "steps": np.arange(final + 1),
+                        "loss": traj.loss[: final + 1, 0],
+                        "grid": None if grid is None else grid[:3],
+                        "path": None if grid is None else grid[3],
+                        "var_names": problem.var_names,
+                        "minima": problem.minima,
+                    },
+                },
+            )
+        end_tags = {"outcome": outcome, "final_step": str(final), "log_every": str(stride)}
+        if outcome == "diverged":
+            end_tags["diverged_step"] = str(final)
+        if len(x_names) < problem.dim:
+            end_tags["logged_coords"] = ",".join(x_names)
+        if warning:
+            end_tags["warning"] = warning
+        if checker is not None:
+            end_tags.update(checker.tags())
+        store.end_run(run_id, "FINISHED", end_tags)
+
+    final_loss = traj.final_loss(0)
+    if checker is not None and checker.failed():
+        print(f"warning: {checker.message()}", file=sys.stderr)
+    print_summary(name, problem, traj, final, outcome, run_id, cfg)
+    return final_loss if math.isfinite(final_loss) else math.inf
+
+
+def print_summary(name, problem, traj, final, outcome, run_id, cfg) -> None:
+    start_loss, final_loss = float(traj.loss[0, 0]), traj.final_loss(0)
+    shown = ", ".join(f"{n}={v:.7g}" for n, v in zip(problem.var_names[:8], traj.x_final[0][:8]))
+    if problem.dim > 8:
+        shown += ", …"
+    print(f"{name}: {outcome} at step {final}, loss {start_loss:.7g} -> {final_loss:.7g}, x = [{shown}]")
+    if run_id is not None:
+        uri = resolve_uri(cfg.tracking.uri)
+        print(f"  mlflow run {run_id} in experiment '{cfg.tracking.experiment}' at {uri}")
+    sys.stdout.flush()
+
+
+def run_job(cfg: DictConfig) -> float:
+    """The task function behind ``python -m runner``."""
+    validate(cfg)
+    if cfg.task == "derivatives":
+        from runner.derivatives import run_derivatives
+
+        return run_derivatives(cfg)
+    return run_optimize(cfg)

@@ -1,0 +1,221 @@
+"""The MLflow side of tracking: everything that talks to the store, and nothing that needs torch.
+
+:class:`MlflowStore` wraps :class:`mlflow.MlflowClient` with what a run of the runner needs: open
+(and check) the store, start a run, log metric batches, write artifacts and plots, end the run.
+It runs inside the writer process (:mod:`runner.store_process`), so that importing MLflow, opening
+the SQLite store and drawing plots happen on the second core while the main process imports torch
+and descends; it can also run in-process (``MlflowStore`` used directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class StoreError(Exception):
+    """The tracking store cannot be used; the message is one line and names the URI."""
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the project's SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail within seconds, naming the URI, when the store cannot be reached or created."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+                answer.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoreError(f"tracking.uri: cannot reach the MLflow server at {uri} ({reason})") from None
+        return
+    path = sqlite_path(uri)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"tracking.uri: cannot create the folder of {uri} ({exc.strerror})") from None
+        if not os.access(path.parent, os.W_OK):
+            raise StoreError(f"tracking.uri: the folder of {uri} is not writable")
+        return
+    if uri.startswith(("file:", "/", ".")) or "://" not in uri:
+        raise StoreError(
+            f"tracking.uri: {uri!r} is a file store, which MLflow 3 refuses; "
+            "use sqlite:///path/to/mlflow.db or http://host:port"
+        )
+
+
+def _quiet_mlflow_logs() -> None:
+    for name in ("alembic", "mlflow", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def preimport() -> None:
+    """Import what opening a store and logging will need (the writer does this while it waits)."""
+    _quiet_mlflow_logs()
+    import mlflow.tracking  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+class MlflowStore:
+    """One tracking store and one experiment, opened once, used for many runs."""
+
+    def __init__(self) -> None:
+        self.client = None
+        self.uri = ""
+        self.experiment_id = ""
+
+    # -- store and experiment ---------------------------------------------------------------
+    def open(self, uri: str, experiment: str) -> str:
+        """Open the store at ``uri`` (creating a SQLite one) and the experiment; its id."""
+        check_reachable(uri)
+        _quiet_mlflow_logs()
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = None
+                db = sqlite_path(uri)
+                if db is not None:
+                    location = (db.parent.resolve() / "mlartifacts").as_uri()
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                except MlflowException:  # another process created it first
+                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+            else:
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise StoreError(f"tracking.uri: cannot use the MLflow store at {uri} ({str(exc).splitlines()[0]})") from None
+        self.uri = uri
+        return self.experiment_id
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(
+        self,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Create a run with its params and tags in one batch; its id."""
+        from mlflow.entities import Param, RunTag
+
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if description:
+            all_tags["mlflow.note.content"] = description
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+        return run_id
+
+    def log_metrics(self, run_id: str, series: Mapping[str, tuple[np.ndarray, np.ndarray]], timestamp_ms: int | None = None) -> int:
+        """Log whole metric histories, ``{key: (steps, values)}``, in batches of 1000; the count.
+
+        Non-finite values are skipped (MLflow stores them, but the UI's charts cannot draw them).
+        """
+        from mlflow.entities import Metric
+
+        now = timestamp_ms or int(time.time() * 1000)
+        metrics = []
+        for key, (steps, values) in series.items():
+            for s, v in zip(np.asarray(steps).tolist(), np.asarray(values, dtype=float).tolist()):
+                if math.isfinite(v):
+                    metrics.append(Metric(key, v, now, int(s)))
+        for i in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+        return len(metrics)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
+        if tags:
+            self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status=status)
+
+    # -- artifacts --------------------------------------------------------------------------
+    def log_files(self, run_id: str, files: Mapping[str, bytes | str]) -> None:
+        """Write ``{relative path: content}`` to a temporary folder and log it as the run's artifacts."""
+        with tempfile.TemporaryDirectory(prefix="runner-artifacts-") as tmp:
+            for rel, content in files.items():
+                path = Path(tmp, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content if isinstance(content, bytes) else content.encode())
+            self.client.log_artifacts(run_id, tmp)
+
+    def log_run_artifacts(self, run_id: str, bundle: Mapping[str, Any]) -> None:
+        """The artifacts of one descent: config, trajectory table and plots.
+
+        ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array) and ``plots``
+        (the arguments of :mod:`runner.plots` functions, computed by the main process).
+        """
+        from runner import plots
+
+        files: dict[str, bytes | str] = {"config.yaml": bundle["config"]}
+        header, rows = bundle["table"]
+        files["trajectory.csv"] = _csv(header, rows)
+        with tempfile.TemporaryDirectory(prefix="runner-plots-") as tmp:
+            title = bundle["title"]
+            spec = bundle["plots"]
+            fig = plots.loss_figure(spec["steps"], spec["loss"], f"{title}: loss")
+            plots.save_figure(fig, Path(tmp, "loss.png"))
+            if spec.get("grid") is not None:
+                X, Y, Z = spec["grid"]
+                fig = plots.path_figure(X, Y, Z, spec["path"], spec["var_names"], f"{title}: path", spec.get("minima", ()))
+                plots.save_figure(fig, Path(tmp, "path.png"))
+            for png in Path(tmp).iterdir():
+                files[f"plots/{png.name}"] = png.read_bytes()
+        self.log_files(run_id, files)
+
+    def call(self, method: str, *args, **kwargs) -> Any:
+        """Any other MlflowClient method (log_table, log_figure, search_runs …)."""
+        return getattr(self.client, method)(*args, **kwargs)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _csv(header: Sequence[str], rows: np.ndarray) -> str:
+    """CSV text with full float precision (repr), integers for the step column."""
+    import io
+
+    out = io.StringIO()
+    out.write(",".join(header) + "\n")
+    np.savetxt(out, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * (rows.shape[1] - 1))
+    return out.getvalue()

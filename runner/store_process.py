@@ -1,0 +1,120 @@
+"""Run :class:`runner.store.MlflowStore` in a second process, talking to it over a pipe.
+
+Why: on this kind of machine a run's time goes mostly to imports (torch ~2 s, MLflow ~1.5 s), opening
+the SQLite store (~0.8 s), the first plot (~0.7 s) and interpreter shutdown, not to the descent. The
+main process starts the writer first thing; the writer imports MLflow and matplotlib and opens the
+store on the second core while the main process imports torch and Hydra and descends. Metric
+batches and artifacts are sent without waiting; calls that return something (``open``,
+``start_run``) and ``end_run`` wait for the answer, so a run is complete in the store before the
+job returns, and an error of any earlier call is raised there.
+
+Protocol: ``(method, args, kwargs, wants_answer)`` tuples, pickled over a
+:class:`multiprocessing.connection.Connection`; answers are ``("ok", value)`` or ``("error", text)``.
+The writer exits when the pipe closes (so it never outlives a killed parent).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+# Calls whose answer the caller waits for; every other call is sent and forgotten.
+SYNC = {"open", "start_run", "end_run", "call", "flush"}
+
+
+class StoreProcess:
+    """Client of the writer process; has the methods of :class:`runner.store.MlflowStore`."""
+
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.store_process", str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL,
+            cwd=os.getcwd(),
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._send = Connection(to_child_w, readable=False)
+        self._recv = Connection(from_child_r, writable=False)
+        self._pending_error: str | None = None
+
+    def _request(self, method: str, *args, **kwargs) -> Any:
+        from runner.store import StoreError
+
+        try:
+            self._send.send((method, args, kwargs, method in SYNC))
+            if method not in SYNC:
+                return None
+            status, value = self._recv.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            raise StoreError("tracking: the MLflow writer process stopped unexpectedly") from None
+        if status == "error":
+            raise StoreError(value)
+        return value
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self._request(method, *args, **kwargs)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Finish every queued call, then let the writer exit."""
+        try:
+            self._send.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._recv.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def serve(read_fd: int, write_fd: int) -> None:
+    """The writer's loop: pre-import, then execute calls in order until the pipe closes."""
+    from runner import store as store_module
+
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    # Keep MLflow's own prints away from anything the parent reads: stdout goes to stderr.
+    sys.stdout = sys.stderr
+    store_module.preimport()
+    store = store_module.MlflowStore()
+    deferred_error: str | None = None
+    while True:
+        try:
+            method, args, kwargs, wants_answer = inbox.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            if method == "flush":
+                value = None
+            else:
+                value = getattr(store, method)(*args, **kwargs)
+            answer = ("ok", value)
+        except store_module.StoreError as exc:
+            answer = ("error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+            answer = ("error", f"tracking: {method} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        if not wants_answer:
+            if answer[0] == "error" and deferred_error is None:
+                deferred_error = answer[1]
+            continue
+        if deferred_error is not None and answer[0] == "ok":
+            answer, deferred_error = ("error", deferred_error), None
+        outbox.send(answer)
+    sys.stderr.flush()
+    os._exit(0)  # skip finalising MLflow's modules: everything was written synchronously
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,103 @@
+"""What a run records in MLflow, built in the main process and handed to the store writer.
+
+Contract (``../shared/DESIGN.md``): params are the resolved config flattened with dotted keys;
+metrics at k = 0 … steps are ``loss``, ``grad_norm``, ``x/<var>``, ``grad/<var>``; tags
+``objective``, ``backend``, ``optimizer``, ``device``, ``outcome``; artifacts are the resolved config,
+the whole trajectory as a table, and plots.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from runner.store import resolve_uri
+
+_WRITER = None  # the process-wide store writer (StoreProcess or MlflowStore)
+
+
+def start_writer() -> None:
+    """Start the writer process now, so that it imports MLflow while this process imports torch."""
+    global _WRITER
+    if _WRITER is None:
+        from runner.store_process import StoreProcess
+
+        _WRITER = StoreProcess()
+
+
+def writer():
+    """The process-wide writer, started on first use."""
+    start_writer()
+    return _WRITER
+
+
+def close_writer() -> None:
+    """Wait for the writer to finish everything queued, then stop it."""
+    global _WRITER
+    if _WRITER is not None:
+        _WRITER.close()
+        _WRITER = None
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``; lists stay whole (``objective.init: [2.0, 3.0]``)."""
+    out: dict[str, str] = {}
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    out[prefix[:-1]] = "null" if node is None else str(node)
+    return out
+
+
+def format_number(value: float) -> str:
+    """Short, exact-looking numbers for names: 0.1 -> '0.1', 1e-05 -> '1e-05', 3.0 -> '3'."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = ()) -> str:
+    """``g-sgd-lr0.1``, plus ``-<key><value>`` for other swept keys."""
+    parts = [objective, optimizer, f"lr{format_number(lr)}"]
+    for key, value in dict(extras).items():
+        parts.append(f"{key.rsplit('.', 1)[-1]}{format_number(value) if isinstance(value, float) else value}")
+    return "-".join(parts)
+
+
+def log_stride(steps: int, log_every: Any) -> int:
+    """Metric stride: every step up to 1000 steps, then about 1000 points (``tracking.log_every``)."""
+    if log_every in (None, "auto"):
+        return max(1, math.ceil(steps / 1000))
+    return max(1, int(log_every))
+
+
+def sampled_steps(final_step: int, stride: int) -> np.ndarray:
+    """0, stride, 2·stride, … and always the final step."""
+    steps = np.arange(0, final_step + 1, stride)
+    if steps[-1] != final_step:
+        steps = np.append(steps, final_step)
+    return steps
+
+
+def metric_series(traj, row: int, x_names: list[str], g_names: list[str], stride: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The contract's per-step metrics of one trajectory row, sampled every ``stride`` steps."""
+    steps = sampled_steps(int(traj.final_step[row]), stride)
+    series = {"loss": (steps, traj.loss[steps, row]), "grad_norm": (steps, traj.grad_norm[steps, row])}
+    for j, name in enumerate(x_names):
+        series[f"x/{name}"] = (steps, traj.x[steps, row, j])
+    for j, name in enumerate(g_names):
+        series[f"grad/{name}"] = (steps, traj.grad[steps, row, j])
+    return series
+
+
+def trajectory_table(traj, row: int, x_names: list[str], g_names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Every recorded step of one row: step, loss, grad_norm, x/<var>…, grad/<var>…."""
+    last = int(traj.final_step[row]) + 1
+    header = ["step", "loss", "grad_norm"] + [f"x/{n}" for n in x_names] + [f"grad/{n}" for n in g_names]
+    rows = np.column_stack(
+        [np.arange(last), traj.loss[:last, row], traj.grad_norm[:last, row], traj.x[:last, row, :], traj.grad[:last, row, :]]
+    )
+    return header, rows
