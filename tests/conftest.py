@@ -1,0 +1,66 @@
+"""Shared fixtures: run the CLI in a temporary folder and read its MLflow store back.
+
+Creating a new SQLite store runs MLflow's schema migrations (~2 s); the session makes one empty
+store and each test starts from a copy of it, in its own folder (its own ``outputs/``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m runner ARGS`` in ``cwd``; the result with text stdout and stderr."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema and no experiment of ours, made once per session."""
+    folder = tmp_path_factory.mktemp("store-template")
+    db = folder / "mlflow.db"
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def workdir(tmp_path, empty_store) -> Path:
+    """A folder to run the CLI in, with ``outputs/mlflow.db`` already migrated."""
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(empty_store, tmp_path / "outputs" / "mlflow.db")
+    return tmp_path
+
+
+@pytest.fixture
+def client(workdir):
+    """An MlflowClient on the workdir's default store."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
+
+
+def runs_of(client, experiment: str = "runner"):
+    """All runs of an experiment, oldest first."""
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} was not created"
+    return list(reversed(client.search_runs([exp.experiment_id], max_results=1000)))
