@@ -27,7 +27,7 @@ class Autograd:
 
     def value_and_grad(self, loss: Loss, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
-            q = p.detach().requires_grad_(True)
+            q = p if (p.is_leaf and p.requires_grad) else p.detach().requires_grad_(True)
             value = loss(q)
             if not value.requires_grad:  # the loss does not depend on p at all
                 return value.detach(), torch.zeros_like(q)

@@ -67,18 +67,28 @@ def sample_coords(n: int, limit: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
-def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, finite_grad: torch.Tensor, tol: float | None):
-    """For records ``(T, B)``: the first index where each row stops, and why (-1: it does not)."""
-    bad = ~(torch.isfinite(loss) & finite_grad)
+def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None):
+    """For records ``(T, B)``: the first index where each row stops (-1: it does not), and why.
+
+    A row diverges at the first non-finite loss or gradient norm, converges at the first finite
+    gradient norm ≤ tol; codes index :data:`OUTCOMES`.
+    """
+    bad = ~(torch.isfinite(loss) & torch.isfinite(gnorm))
     event = bad if tol is None else bad | (gnorm <= tol)
     T = loss.shape[0]
     idx = torch.arange(T, device=loss.device).unsqueeze(1).expand_as(event)
     first = torch.where(event, idx, T).min(dim=0).values  # (B,)
     hit = first < T
-    first_c = first.clamp(max=T - 1)
-    was_bad = bad.gather(0, first_c.unsqueeze(0)).squeeze(0)
-    code = torch.where(was_bad, 2, 1)
-    return torch.where(hit, first, -1), torch.where(hit, code, 0)
+    was_bad = bad.gather(0, first.clamp(max=T - 1).unsqueeze(0)).squeeze(0)
+    return torch.where(hit, first, -1), torch.where(hit, torch.where(was_bad, 2, 1), 0)
+
+
+def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None) -> bool:
+    """The cheap test made at every check: no stopping event anywhere in the window."""
+    ok = torch.isfinite(loss).all() & torch.isfinite(gnorm).all()
+    if tol is not None:
+        ok = ok & (gnorm > tol).all()
+    return bool(ok)
 
 
 def descend(
@@ -118,12 +128,10 @@ def descend(
     x_index = torch.tensor(x_coords, device=device)
     g_index = torch.tensor(g_coords, device=device)
 
-    nan = math.nan
-    rec_loss = torch.full((steps + 1, B), nan, dtype=base.dtype, device=device)
-    rec_gnorm = torch.full_like(rec_loss, nan)
-    rec_gfinite = torch.ones((steps + 1, B), dtype=torch.bool, device=device)
-    rec_x = torch.full((steps + 1, B, len(x_coords)), nan, dtype=base.dtype, device=device)
-    rec_g = torch.full((steps + 1, B, len(g_coords)), nan, dtype=base.dtype, device=device)
+    losses: list[torch.Tensor] = []  # per step, (B,)
+    gnorms: list[torch.Tensor] = []
+    xs: list[torch.Tensor] = []  # per step, (B, m): copies, so later in-place updates cannot reach them
+    gs: list[torch.Tensor] = []
     stop = torch.full((B,), -1, dtype=torch.long, device=device)
     code = torch.zeros((B,), dtype=torch.long, device=device)
     x_final = base.clone()
@@ -134,68 +142,83 @@ def descend(
         p.grad = grad
         return value.sum()
 
-    checked, k = 0, 0
+    checked, k, frozen = 0, 0, None
+    # With every coordinate recorded, gradient norms come from the records at the end, and the
+    # per-step test only needs "is anything non-finite": one reduction instead of a norm.
+    full_grad = len(g_coords) == p.shape[-1] and tol is None
+    x_whole, g_whole = len(x_coords) == problem.dim, len(g_coords) == p.shape[-1]
     for k in range(steps + 1):
-        value, grad = backend.value_and_grad(loss_fn, p.detach())
-        with torch.no_grad():
-            x_k = problem.assemble(p.detach(), base)
-            if monitor is not None and monitor_every and k % monitor_every == 0:
-                monitor(k, x_k)
-            rec_loss[k] = value
-            rec_gnorm[k] = torch.linalg.vector_norm(grad, dim=-1)
-            rec_gfinite[k] = torch.isfinite(grad).all(-1)
-            rec_x[k] = x_k.index_select(-1, x_index)
-            rec_g[k] = grad.index_select(-1, g_index)
+        value, grad = backend.value_and_grad(loss_fn, p)
+        # Nothing below needs autograd: p is detached, value and grad carry no graph.
+        x_k = problem.assemble(p.detach(), base)
+        if monitor is not None and monitor_every and k % monitor_every == 0:
+            monitor(k, x_k)
+        losses.append(value)
+        # Copies of x: the optimizer updates p in place. The gradient is a fresh tensor every
+        # step, and no optimizer here writes into .grad, so it is kept as it is.
+        xs.append(x_k.clone() if x_whole else x_k.index_select(-1, x_index))
+        gs.append(grad if g_whole else grad.index_select(-1, g_index))
+        # Per-step health: without tol, "value + Σgrad is finite" stands for "both are finite".
+        gnorms.append(value + grad.sum(-1) if full_grad else torch.linalg.vector_norm(grad, dim=-1))
         last = k == steps
         if last or (k + 1 - checked) >= sync_every:
-            first, why = _first_stop(rec_loss[checked : k + 1], rec_gnorm[checked : k + 1], rec_gfinite[checked : k + 1], tol)
-            newly = (stop < 0) & (first >= 0)
-            if bool(newly.any()):
+            if k == checked and B == 1:  # the common CPU case: plain floats, no reductions
+                h = float(gnorms[-1])
+                running = math.isfinite(h) and (full_grad or (math.isfinite(float(value)) and (tol is None or h > tol)))
+            else:
+                window_loss = torch.stack(losses[checked:])
+                window_gnorm = torch.stack(gnorms[checked:])
+                running = _all_running(window_loss, window_gnorm, tol)
+            if not running:
+                if k == checked and B == 1:
+                    window_loss, window_gnorm = losses[-1].unsqueeze(0), gnorms[-1].unsqueeze(0)
+                first, why = _first_stop(window_loss, window_gnorm, tol)
+                newly = (stop < 0) & (first >= 0)
                 stop = torch.where(newly, first + checked, stop)
                 code = torch.where(newly, why, code)
                 # Where x is recorded in full the final point is read from the records below;
                 # otherwise it is the point at this check (≤ sync_every − 1 steps late on a GPU).
-                x_final = torch.where(newly.unsqueeze(-1), problem.assemble(p.detach(), base), x_final)
+                x_final = torch.where(newly.unsqueeze(-1), x_k, x_final)
+                frozen = stop >= 0
+                if bool(frozen.all()):
+                    break
             checked = k + 1
             if progress is not None:
                 progress(k, float(value[0]))
-            if bool((stop >= 0).all()):
-                break
         if last:
             break
-        frozen = stop >= 0
-        any_frozen = bool(frozen.any()) if B > 1 else False
-        saved = p.detach().clone() if any_frozen else None
+        saved = p.detach().clone() if frozen is not None else None
         p.grad = grad
         if closure:
             optimizer.step(evaluate)
         else:
             optimizer.step()
-        if any_frozen:
+        if frozen is not None:
             with torch.no_grad():
                 p.copy_(torch.where(frozen.unsqueeze(-1), saved, p))
 
     with torch.no_grad():
         running = stop < 0
         stop = torch.where(running, torch.full_like(stop, k), stop)
-        x_now = problem.assemble(p.detach(), base)
-        x_final = torch.where(running.unsqueeze(-1), x_now, x_final)
+        x_final = torch.where(running.unsqueeze(-1), problem.assemble(p.detach(), base), x_final)
+        K = int(stop.max()) + 1
+        rec_x = torch.stack(xs[:K])
         if len(x_coords) == problem.dim:
             x_final = rec_x[stop, torch.arange(B, device=device)]
-    K = int(stop.max()) + 1
-    # Blank out what a row recorded after its own final step (sync_every > 1 on a GPU).
-    after = torch.arange(K, device=device).unsqueeze(1) > stop.unsqueeze(0)
-    loss = rec_loss[:K].masked_fill(after, nan)
-    gnorm = rec_gnorm[:K].masked_fill(after, nan)
-    xs = rec_x[:K].masked_fill(after.unsqueeze(-1), nan)
-    gs = rec_g[:K].masked_fill(after.unsqueeze(-1), nan)
-    if device.type != "cpu":
-        torch.cuda.synchronize(device)
+        # Blank out what a row recorded after its own final step (rows stop at different steps).
+        after = torch.arange(K, device=device).unsqueeze(1) > stop.unsqueeze(0)
+        nan = math.nan
+        loss = torch.stack(losses[:K]).masked_fill(after, nan)
+        rec_g = torch.stack(gs[:K])
+        gnorm = torch.linalg.vector_norm(rec_g, dim=-1) if full_grad else torch.stack(gnorms[:K])
+        gnorm = gnorm.masked_fill(after, nan)
+        rec_x = rec_x.masked_fill(after.unsqueeze(-1), nan)
+        rec_g = rec_g.masked_fill(after.unsqueeze(-1), nan)
     return Trajectory(
         loss=loss.cpu().numpy(),
         grad_norm=gnorm.cpu().numpy(),
-        x=xs.cpu().numpy(),
-        grad=gs.cpu().numpy(),
+        x=rec_x.cpu().numpy(),
+        grad=rec_g.cpu().numpy(),
         x_coords=x_coords,
         grad_coords=g_coords,
         final_step=stop.cpu().numpy(),
