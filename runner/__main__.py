@@ -33,10 +33,13 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def app(cfg) -> float:
-        from runner.job import run_job
         from runner.store import StoreError
+        from runner.validate import validate
 
         try:
+            validate(cfg)
+            from runner.job import run_job
+
             return run_job(cfg)
         except (UserError, StoreError) as exc:
             report_and_exit(exc)

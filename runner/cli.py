@@ -109,7 +109,10 @@ def preflight(argv: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(tokens)
     except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"cannot parse the command line: {str(exc).splitlines()[0]} "
+            "(quote values with spaces or symbols: objective.expr='(a-1)**2 + b')"
+        ) from None
     schemas = _schemas()
     chosen = {g: [default_choice(g)] for g in ("optimizer",)}
     for o in parsed:

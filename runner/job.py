@@ -24,28 +24,7 @@ from runner.optimizers import is_plain_descent, make_optimizer, needs_closure, o
 from runner.problem import Problem, build_problem
 from runner.progress import make_progress
 from runner.store import resolve_uri
-
-TASKS = ("optimize", "derivatives")
-
-
-def validate(cfg: DictConfig) -> None:
-    """The top-level checks that the schema's types cannot express."""
-    if cfg.task not in TASKS:
-        raise UserError(f"task: {cfg.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise UserError(f"lr: {cfg.lr} is not allowed; the learning rate must be a finite number > 0")
-    if cfg.steps < 0:
-        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) or more")
-    if cfg.tol is not None and not (math.isfinite(cfg.tol) and cfg.tol >= 0):
-        raise UserError(f"tol: {cfg.tol} is not allowed; use null or a finite number ≥ 0")
-    if cfg.check_grad_every < 1:
-        raise UserError(f"check_grad_every: {cfg.check_grad_every} is not allowed; use 1 or more")
-    if cfg.tracking.max_coords < 1:
-        raise UserError(f"tracking.max_coords: {cfg.tracking.max_coords} is not allowed; use 1 or more")
-    log_every = cfg.tracking.log_every
-    if log_every != "auto" and not (isinstance(log_every, int) and log_every >= 1):
-        raise UserError(f"tracking.log_every: {log_every!r} is not allowed; use auto or an integer ≥ 1")
-
+from runner.validate import validate
 
 def build(cfg: DictConfig) -> tuple[Problem, Any, torch.device]:
     """The problem and backend, on the configured dtype and device."""

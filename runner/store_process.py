@@ -41,11 +41,12 @@ class StoreProcess:
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)
         self._recv = Connection(from_child_r, writable=False)
-        self._pending_error: str | None = None
+        self._used = False  # nothing sent yet: closing may simply stop the process
 
     def _request(self, method: str, *args, **kwargs) -> Any:
         from runner.store import StoreError
 
+        self._used = True
         try:
             self._send.send((method, args, kwargs, method in SYNC))
             if method not in SYNC:
@@ -63,7 +64,10 @@ class StoreProcess:
         return lambda *args, **kwargs: self._request(method, *args, **kwargs)
 
     def close(self, timeout: float = 60.0) -> None:
-        """Finish every queued call, then let the writer exit."""
+        """Finish every queued call, then let the writer exit (at once if it was never used)."""
+        if not self._used:
+            self.kill()
+            return
         try:
             self._send.close()
         except OSError:
@@ -77,6 +81,8 @@ class StoreProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        for conn in (self._send, self._recv):
+            conn.close()
 
 
 def serve(read_fd: int, write_fd: int) -> None:

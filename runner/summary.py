@@ -1,0 +1,389 @@
+"""The end of a sweep: read the parent run's children back from MLflow, summarise them on the parent, end it.
+
+What the parent gets (all computed from what the children recorded, so the summary is the same whichever
+launcher ran them and wherever):
+
+- ``summary_table.json`` (``MlflowClient.log_table``): one row per child: its name, the swept values,
+  lr, objective, optimizer, final loss, outcome, steps, status and run id;
+- ``summary_loss.png``: the children's loss curves on one axes;
+- ``summary_paths.png``: for a 2-D objective, every child's path on one contour of the objective
+  (``summary_paths_<objective>.png`` for each 2-D objective when the sweep varies it);
+- ``summary_final_loss_<key>.png``: final loss against each swept key;
+- tags ``best_child`` (run name), ``best_child_run_id``, ``best_final_loss``, ``sweep.children``,
+  ``sweep.failed``, ``sweep.outcome`` and a description (``mlflow.note.content``) with the command and
+  a table of the children.
+
+Final loss of a child: the last point of its ``loss`` history, ``inf`` when it diverged (as the job
+returns to sweepers), ``nan`` when it recorded no loss. The best child is the FINISHED child with the
+smallest finite final loss.
+
+Parent status: FINISHED when every job finished; FAILED when a job failed or the sweep stopped early
+(``sweep.outcome`` ``failed_jobs``, ``aborted`` or ``missing_jobs``); KILLED when it was interrupted.
+
+The guard: ``python -m runner.summary --guard URI RUN_ID`` is started by :mod:`runner.sweep` when a
+sweep begins and waits on its stdin. The sweep writes ``done`` when it has ended the parent itself;
+if the pipe closes without that (the launching process was interrupted, a job failed and Hydra
+stopped the sweep, the process was killed), the guard summarises what was recorded and ends the
+parent as FAILED, or KILLED after ``interrupted``. Only the standard library is imported until then.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+PARENT_TAG = "mlflow.parentRunId"
+TABLE = "summary_table.json"
+MAX_DESCRIBED = 50  # children listed in the parent's description
+
+
+@dataclass
+class Child:
+    """What the summary needs of one child run."""
+
+    run_id: str
+    name: str
+    status: str
+    outcome: str
+    steps: int | None
+    params: dict[str, str]
+    tags: dict[str, str]
+    start_time: int
+    metrics: set[str] = field(default_factory=set)
+    loss_steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        if self.outcome == "diverged":
+            return math.inf
+        return self.loss[-1] if self.loss else math.nan
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def search_children(client, parent) -> list:
+    """Every run of the parent's experiment tagged with the parent's id, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return [m.step for m in points], [m.value for m in points]
+
+
+def read_children(client, parent) -> list[Child]:
+    """The children with their loss histories, ordered by their swept values, then start time."""
+    children = []
+    for run in search_children(client, parent):
+        tags = dict(run.data.tags)
+        final_step = tags.get("final_step")
+        child = Child(
+            run_id=run.info.run_id,
+            name=run.info.run_name or run.info.run_id,
+            status=run.info.status,
+            outcome=tags.get("outcome", "failed" if run.info.status == "FAILED" else "unknown"),
+            steps=int(final_step) if final_step and final_step.isdigit() else None,
+            params=dict(run.data.params),
+            tags=tags,
+            start_time=run.info.start_time or 0,
+            metrics=set(run.data.metrics),
+        )
+        if "loss" in run.data.metrics:
+            child.loss_steps, child.loss = history(client, child.run_id, "loss")
+        children.append(child)
+    swept = swept_keys_of(parent)
+    children.sort(key=lambda c: (tuple(_sort_key(swept_value(c, k)) for k in swept), c.start_time))
+    return children
+
+
+def swept_keys_of(parent) -> list[str]:
+    text = parent.data.tags.get("sweep.swept", "")
+    return [k for k in text.split(",") if k]
+
+
+def swept_value(child: Child, key: str) -> str:
+    """The child's value of a swept key: its param, or for a config group the choice's name."""
+    if key in child.params:
+        return child.params[key]
+    if f"{key}.name" in child.params:
+        return child.params[f"{key}.name"]
+    return child.tags.get(key, "")
+
+
+def _sort_key(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+# -- the summary -----------------------------------------------------------------------------------
+def table(children: Sequence[Child], swept: Sequence[str]) -> dict[str, list]:
+    """Columns of the summary table, one row per child.
+
+    Params stay the strings MLflow stores; the final loss is written ``repr(float)`` ("inf" for a
+    diverged child, null when none was recorded): ``log_table`` goes through pandas' JSON writer,
+    which keeps only 10 decimals of a float (2.3e-11 would read back as 0.0).
+    """
+    cols: dict[str, list] = {"run_name": [c.name for c in children]}
+    for key in list(swept) + [k for k in ("lr", "objective", "optimizer") if k not in swept]:
+        cols[key] = [swept_value(c, key) for c in children]
+    cols["final_loss"] = [None if math.isnan(c.final_loss) else repr(c.final_loss) for c in children]
+    cols["outcome"] = [c.outcome for c in children]
+    cols["steps"] = [c.steps for c in children]
+    cols["status"] = [c.status for c in children]
+    cols["run_id"] = [c.run_id for c in children]
+    return cols
+
+
+def best_child(children: Sequence[Child]) -> Child | None:
+    ok = [c for c in children if c.status == "FINISHED" and math.isfinite(c.final_loss)]
+    return min(ok, key=lambda c: c.final_loss) if ok else None
+
+
+def verdict(children: Sequence[Child], ended: str, expected: int | None) -> tuple[str, str]:
+    """(MLflow status, sweep outcome) of the parent."""
+    if ended == "interrupted":
+        return "KILLED", "interrupted"
+    if any(c.status != "FINISHED" for c in children):
+        return "FAILED", "failed_jobs"
+    if ended != "completed":
+        return "FAILED", "aborted"
+    if expected is not None and len(children) < expected:
+        return "FAILED", "missing_jobs"
+    return "FINISHED", "completed"
+
+
+def _objective_key(child: Child) -> tuple:
+    """Children with equal keys descend the same function (the start point and wrt may differ)."""
+    return tuple(sorted((k, v) for k, v in child.params.items() if k.startswith("objective.") and k not in ("objective.init", "objective.wrt")))
+
+
+def _contour(client, children: Sequence[Child]):
+    """(X, Y, Z, paths, var_names, minima) of a group of children on one 2-D objective, else None."""
+    import yaml
+
+    first = children[0]
+    spec = {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in first.params.items() if k.startswith("objective.")}
+    if not spec.get("name"):
+        return None
+    import torch
+    from omegaconf import OmegaConf
+
+    from runner import plots
+    from runner.problem import build_problem
+
+    problem = build_problem(OmegaConf.create(spec), dtype=torch.float64, device=torch.device("cpu"))
+    if problem.dim != 2:
+        return None
+    names = problem.var_names
+    paths = {}
+    for c in children:
+        if not all(f"x/{v}" in c.metrics for v in names):
+            continue
+        s1, v1 = history(client, c.run_id, f"x/{names[0]}")
+        s2, v2 = history(client, c.run_id, f"x/{names[1]}")
+        if not v1 or s1 != s2:
+            continue
+        paths[c.name] = _as_array(list(zip(v1, v2)))
+    if not paths:
+        return None
+    bounds = plots.contour_bounds(list(paths.values()), problem.minima)
+    X, Y, points = plots.grid_points(bounds)
+    with torch.no_grad():
+        Z = problem.fn(torch.as_tensor(points, dtype=torch.float64)).reshape(X.shape).numpy()
+    return X, Y, Z, paths, names, problem.minima
+
+
+def _as_array(rows):
+    import numpy as np
+
+    return np.asarray(rows, dtype=float).reshape(-1, 2)
+
+
+def figures(client, children: Sequence[Child], swept: Sequence[str], title: str, folder: Path) -> list[str]:
+    """Draw the summary figures into ``folder``; their file names. A figure that cannot be drawn is
+    skipped with a warning (the table and tags still go on)."""
+    import numpy as np
+
+    from runner import plots
+
+    written = []
+
+    def save(fig, name: str) -> None:
+        plots.save_figure(fig, folder / name)
+        written.append(name)
+
+    curves = {c.name: (np.asarray(c.loss_steps), np.asarray(c.loss)) for c in children if c.loss}
+    if curves:
+        save(plots.overlay_loss_figure(curves, f"{title}: loss"), "summary_loss.png")
+    groups: dict[tuple, list[Child]] = {}
+    for c in children:
+        groups.setdefault(_objective_key(c), []).append(c)
+    for group in groups.values():
+        try:
+            found = _contour(client, group)
+        except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
+            _warn(f"no paths figure for objective {group[0].params.get('objective.name')}: {type(exc).__name__}: {exc}")
+            continue
+        if found is None:
+            continue
+        X, Y, Z, paths, names, minima = found
+        name = "summary_paths.png" if len(groups) == 1 else f"summary_paths_{_safe(group[0].params.get('objective.name', 'objective'))}.png"
+        save(plots.overlay_paths_figure(X, Y, Z, paths, names, f"{title}: paths", minima), name)
+    for key in swept:
+        others = [k for k in swept if k != key]
+        series: dict[str, tuple[list[str], list[float]]] = {}
+        for c in children:
+            label = ", ".join(f"{k}={swept_value(c, k)}" for k in others)
+            values, losses = series.setdefault(label, ([], []))
+            values.append(swept_value(c, key))
+            losses.append(c.final_loss)
+        if series:
+            save(final_loss_by_group(series, key, f"{title}: final loss vs {key}"), f"summary_final_loss_{_safe(key)}.png")
+    return written
+
+
+def final_loss_by_group(series: dict[str, tuple[list[str], list[float]]], param: str, title: str):
+    """:func:`runner.plots.final_loss_figure` over all points (its axes, scales and diverged
+    markers), with one line per combination of the other swept values when there are several."""
+    import numpy as np
+
+    from runner import plots
+
+    values = [v for vs, _ in series.values() for v in vs]
+    losses = [x for _, xs in series.values() for x in xs]
+    fig = plots.final_loss_figure(values, losses, param, title)
+    if len(series) < 2:
+        return fig
+    ax = fig.axes[0]
+    for line in list(ax.lines):
+        line.remove()
+    try:
+        numeric = all(not isinstance(float(v), bool) for v in values)
+    except ValueError:
+        numeric = False
+    cats = list(dict.fromkeys(str(v) for v in values))
+    for i, (label, (vs, xs)) in enumerate(series.items()):
+        x = np.array([float(v) for v in vs]) if numeric else np.array([cats.index(str(v)) for v in vs], dtype=float)
+        y = np.asarray(xs, dtype=float)
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], "-o" if numeric else "o", ms=5, color=f"C{i % 10}", label=label)
+    if len(series) > 8:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
+    else:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in text)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: sweep summary: {message}", file=sys.stderr)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def describe(description: str, children: Sequence[Child], best: Child | None, outcome: str) -> str:
+    """The parent's description: the sweep's own (its command) and a markdown table of the children."""
+    base = description.split("\n\n**Result**", 1)[0]
+    lines = [base, "", f"**Result**: {outcome}, {len(children)} runs" + (f"; best: `{best.name}` (final loss {_fmt(best.final_loss)})" if best else ""), ""]
+    lines += ["| run | final loss | outcome | steps | status |", "|---|---|---|---|---|"]
+    for c in children[:MAX_DESCRIBED]:
+        lines.append(f"| {c.name} | {_fmt(c.final_loss)} | {c.outcome} | {c.steps if c.steps is not None else ''} | {c.status} |")
+    if len(children) > MAX_DESCRIBED:
+        lines.append(f"| … {len(children) - MAX_DESCRIBED} more in {TABLE} | | | | |")
+    return "\n".join(lines)
+
+
+def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[str, str]:
+    """Summarise the parent's children on it and end it; (status, outcome).
+
+    ``ended``: ``completed`` (every job returned), ``interrupted`` or ``aborted``. The parent is ended
+    even when drawing or logging the summary fails (the error goes into the tag ``summary_error``).
+    """
+    from runner.store import _quiet_mlflow_logs
+
+    _quiet_mlflow_logs()
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    swept = swept_keys_of(parent)
+    expected = parent.data.tags.get("sweep.jobs")
+    tags: dict[str, str] = {}
+    status, outcome = "FAILED", "aborted"
+    try:
+        children = read_children(client, parent)
+        status, outcome = verdict(children, ended, int(expected) if expected and expected.isdigit() else None)
+        failed = sum(c.status != "FINISHED" for c in children)
+        tags.update({"sweep.outcome": outcome, "sweep.children": str(len(children)), "sweep.failed": str(failed)})
+        best = best_child(children)
+        if best is not None:
+            tags.update({"best_child": best.name, "best_child_run_id": best.run_id, "best_final_loss": repr(best.final_loss)})
+        tags["mlflow.note.content"] = describe(parent.data.tags.get("mlflow.note.content", ""), children, best, outcome)
+        if children:
+            client.log_table(parent_id, data=table(children, swept), artifact_file=TABLE)
+            title = parent.info.run_name or "sweep"
+            with tempfile.TemporaryDirectory(prefix="runner-sweep-") as tmp:
+                if figures(client, children, swept, title, Path(tmp)):
+                    client.log_artifacts(parent_id, tmp)
+    except Exception as exc:  # noqa: BLE001 - the parent must still be ended
+        tags["summary_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        tags.setdefault("sweep.outcome", outcome)
+        _warn(tags["summary_error"])
+    client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+    client.set_terminated(parent_id, status=status)
+    return status, outcome
+
+
+# -- the guard -------------------------------------------------------------------------------------
+def guard(uri: str, parent_id: str) -> int:
+    """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
+    words = sys.stdin.buffer.read().decode(errors="replace").split()
+    if "done" in words:
+        return 0
+    ended = "interrupted" if "interrupted" in words else "aborted"
+    try:
+        status, outcome = finish_sweep(uri, parent_id, ended)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: sweep parent run {parent_id} could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"sweep {ended}: parent run {parent_id} ended {status} ({outcome})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--guard":
+        code = guard(sys.argv[2], sys.argv[3])
+        sys.stderr.flush()
+        os._exit(code)
+    print("usage: python -m runner.summary --guard TRACKING_URI PARENT_RUN_ID", file=sys.stderr)
+    sys.exit(2)

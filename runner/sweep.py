@@ -1,0 +1,273 @@
+"""The sweep callback: one MLflow parent run per Hydra multirun, every job its child, a summary at the end.
+
+Configured in ``conf/config.yaml`` (``hydra.callbacks.sweep``). It runs in the launching process:
+
+``on_multirun_start``
+    opens the store the jobs will use (the same rule as the jobs: ``tracking.uri``, else
+    ``$MLFLOW_TRACKING_URI``, else ``sqlite:///outputs/mlflow.db``), creating it and the experiment
+    before any job starts (parallel jobs on a new SQLite store would otherwise race through MLflow's
+    schema migrations), switches a SQLite store to WAL, and starts the parent run: named after the
+    sweep (``sweep-rosenbrock-adam-lr{0.001,0.01,0.1}``), its params the sweep's overrides, its
+    description the command. It then exports ``RUNNER_PARENT_RUN_ID`` and ``RUNNER_SWEPT_KEYS``:
+    jobs in this process (basic launcher) and in processes started after it (joblib's workers,
+    submitit's jobs, SLURM jobs submitted from this environment) make their run a child of the
+    parent and name it from the swept keys (:func:`runner.job.swept_extras`).
+
+``on_multirun_end``
+    summarises the children on the parent and ends it (:func:`runner.summary.finish_sweep`).
+
+Hydra does not call ``on_multirun_end`` when a job fails or the sweep is interrupted, so a small guard
+process (:func:`runner.summary.guard`) holds a pipe from this process and ends the parent, FAILED or
+KILLED with the summary of what was recorded, if the pipe closes before the sweep said it is done.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+# The names runner.job reads (not imported from there: that would import torch here).
+PARENT_ENV = "RUNNER_PARENT_RUN_ID"
+SWEPT_ENV = "RUNNER_SWEPT_KEYS"
+NAMED_FIRST = ("objective", "optimizer", "lr")  # the parts every run name starts with
+
+
+# -- what the sweep varies -------------------------------------------------------------------------
+def parse_overrides(overrides: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def _key(override) -> str:
+    return override.key_or_group
+
+
+def _text(override) -> str:
+    """The value as written on the command line (``0.01,0.1``, ``range(1,4)``)."""
+    return override.input_line.split("=", 1)[1] if override.input_line and "=" in override.input_line else str(override.value())
+
+
+def sweeper_params(config: DictConfig) -> dict[str, str]:
+    """Search spaces given to the sweeper (``hydra.sweeper.params``, as Optuna's sweeper takes)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    return {str(k): str(v) for k, v in params.items()} if params else {}
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys that take several values in this sweep, in command-line order."""
+    keys = [_key(o) for o in parse_overrides(list(config.hydra.overrides.task)) if o.is_sweep_override()]
+    keys += [k for k in sweeper_params(config) if k not in keys]
+    return keys
+
+
+def expected_jobs(config: DictConfig) -> int | None:
+    """How many jobs the sweep will launch, when that is known up front."""
+    n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
+    if sweeper_params(config) or n_trials is not None:
+        return int(n_trials) if n_trials is not None else None
+    count = 1
+    try:
+        for o in parse_overrides(list(config.hydra.overrides.task)):
+            if o.is_sweep_override():
+                count *= len(list(o.sweep_iterator()))
+    except Exception:  # noqa: BLE001 - interval or glob sweeps: not countable here
+        return None
+    return count
+
+
+def sweep_name(config: DictConfig) -> str:
+    """``sweep-<objective>-<optimizer>-lr<lr>`` with each swept part written ``{v1,v2,...}``,
+    then ``-<key>{values}`` for the other swept keys."""
+    from runner.tracking import format_number
+
+    given = {_key(o): o for o in parse_overrides(list(config.hydra.overrides.task))}
+    space = sweeper_params(config)
+
+    def part(key: str, default: Any) -> str:
+        if key in space:
+            return "{" + space[key].replace(" ", "") + "}"
+        o = given.get(key)
+        if o is None:
+            return format_number(default) if isinstance(default, float) else str(default)
+        return "{" + _text(o) + "}" if o.is_sweep_override() else _text(o)
+
+    optimizer = OmegaConf.select(config, "optimizer.name", default=None) or "optimizer"
+    parts = ["sweep", part("objective", config.objective.name), part("optimizer", optimizer), "lr" + part("lr", float(config.lr))]
+    for key in swept_keys(config):
+        if key not in NAMED_FIRST:
+            parts.append(key.rsplit(".", 1)[-1] + part(key, ""))
+    return "-".join(parts)[:250]
+
+
+def sweep_params(config: DictConfig) -> dict[str, str]:
+    """The parent's params: every task override as written (``lr: 0.01,0.1``) and the sweeper's
+    search spaces (``lr: tag(log, interval(0.0001, 1.0))``)."""
+    params = {_key(o).lstrip("+~"): _text(o) for o in parse_overrides(list(config.hydra.overrides.task))}
+    params.update(sweeper_params(config))
+    return params
+
+
+def command_line() -> str:
+    program = sys.argv[0]
+    head = "python -m runner" if program.endswith("__main__.py") or program == "-m" else Path(program).name
+    return " ".join([head] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def enable_wal(uri: str) -> None:
+    """Switch a SQLite store to write-ahead logging: parallel jobs then write while others read.
+
+    The mode is stored in the database file and persists; MLflow's 20 s busy timeout handles the
+    remaining single-writer waits.
+    """
+    from runner.store import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is None or not path.exists():
+        return
+    import sqlite3
+
+    with sqlite3.connect(path, timeout=20) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+# -- the guard -------------------------------------------------------------------------------------
+class Guard:
+    """A process that ends the parent run if this process goes away before the sweep ends it."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.summary", "--guard", uri, run_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C or hang-up of the terminal does not reach it
+        )
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        except ValueError:  # not the main thread
+            pass
+
+    def _say(self, word: str) -> None:
+        try:
+            self.proc.stdin.write(word.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _on_interrupt(self, signum, frame) -> None:
+        self._say("interrupted")
+        if callable(self._previous):
+            return self._previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def release(self, done: bool = True) -> None:
+        """Stop guarding; ``done``: the sweep ended its parent, the guard exits doing nothing."""
+        if self._previous is not None:
+            try:
+                signal.signal(signal.SIGINT, self._previous)
+            except ValueError:
+                pass
+        if done:
+            self._say("done")
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+# -- the callback ----------------------------------------------------------------------------------
+class SweepCallback(Callback):
+    """Parent run per multirun (see the module docstring). ``enabled: false`` turns it off."""
+
+    def __init__(self, enabled: bool = True, wal: bool = True) -> None:
+        self.enabled = enabled
+        self.wal = wal
+        self._uri: str | None = None
+        self._run_id: str | None = None
+        self._guard: Guard | None = None
+
+    def __getstate__(self) -> dict:
+        # Launchers pickle the callbacks to their workers; the run and the guard stay here.
+        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_guard": None}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled or not config.tracking.enabled:
+            return
+        import mlflow  # noqa: F401 - before quieting: importing it resets its loggers' levels
+
+        from runner.errors import report_and_exit
+        from runner.store import MlflowStore, StoreError, _quiet_mlflow_logs, resolve_uri
+
+        _quiet_mlflow_logs()
+
+        uri = resolve_uri(config.tracking.uri)
+        choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
+        swept = swept_keys(config)
+        tags = {
+            "sweep.swept": ",".join(swept),
+            "sweep.launcher": str(choices.get("hydra/launcher", "basic")),
+            "sweep.sweeper": str(choices.get("hydra/sweeper", "basic")),
+            "sweep.dir": str(Path(str(config.hydra.sweep.dir)).resolve()),
+        }
+        jobs = expected_jobs(config)
+        if jobs is not None:
+            tags["sweep.jobs"] = str(jobs)
+        description = f"Sweep: `{command_line()}`"
+        try:
+            store = MlflowStore()
+            store.open(uri, config.tracking.experiment)
+            if self.wal:
+                enable_wal(uri)
+            run_id = store.start_run(sweep_name(config), sweep_params(config), tags, description=description)
+        except StoreError as exc:
+            report_and_exit(exc)
+        self._uri, self._run_id = uri, run_id
+        self._guard = Guard(uri, run_id)
+        os.environ[PARENT_ENV] = run_id
+        os.environ[SWEPT_ENV] = ",".join(swept)
+        print(f"sweep: parent run {run_id} in experiment '{config.tracking.experiment}' at {uri}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._run_id is None:
+            return
+        from runner.summary import finish_sweep
+
+        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(SWEPT_ENV, None)
+        ended = False
+        try:
+            status, outcome = finish_sweep(self._uri, self._run_id, "completed")
+            ended = True
+        finally:  # if the summary could not end the parent, the guard tries once more
+            if self._guard is not None:
+                self._guard.release(done=ended)
+        print(f"sweep: parent run {self._run_id} ended {status} ({outcome})", flush=True)
+        self._run_id = None
+        stop_idle_workers()
+
+
+def stop_idle_workers() -> None:
+    """Stop joblib's (loky's) reusable worker processes now.
+
+    They would otherwise idle for 300 s after the sweep, holding the terminal's (or a caller's
+    pipe's) stdout open, because ``python -m runner`` ends with ``os._exit`` and so skips the
+    ``atexit`` hook that stops them.
+    """
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None) if module is not None else None
+    if executor is not None:
+        executor.shutdown(wait=True)
