@@ -283,4 +283,7 @@ def save_figure(fig: Figure, path: str | Path) -> None:
     """Write ``fig`` as an image (format from the suffix, PNG usually), creating parent dirs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    # A diverging run's values near float's limit overflow inside matplotlib's scale transforms;
+    # the points are drawn (or clipped) all the same, so the warning would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -188,7 +188,9 @@ class MlflowStore:
         files: dict[str, bytes | str] = {"config.yaml": bundle["config"]}
         header, rows = bundle["table"]
         files["trajectory.csv"] = _csv(header, rows)
-        with tempfile.TemporaryDirectory(prefix="runner-plots-") as tmp:
+        # Values near float's limit (a diverging run) overflow inside matplotlib's scale transforms;
+        # the figure is right all the same, so the warnings would only be noise on stderr.
+        with tempfile.TemporaryDirectory(prefix="runner-plots-") as tmp, np.errstate(all="ignore"):
             title = bundle["title"]
             spec = bundle["plots"]
             fig = plots.loss_figure(spec["steps"], spec["loss"], f"{title}: loss")
