@@ -30,7 +30,8 @@ class ObjectiveSpec:
         default_dim: d when the user gives neither ``dim`` nor ``init``.
         n_dim: whether the function is defined for any d (``objective.dim``) or only ``default_dim``.
         min_dim: the smallest d allowed for an n-D function.
-        start: customary start point for a given d.
+        start: customary start point for a given d: a list, or for n-D functions a float64 tensor
+            (so that d = 10⁸ does not build a Python list).
         minima: the known global minimisers for a given d (empty when unbounded below).
         min_value: the function's value at those minimisers (None when unbounded below).
         var_names: the variable names for a given d.
@@ -50,9 +51,48 @@ class ObjectiveSpec:
 REGISTRY: dict[str, ObjectiveSpec] = {}
 
 
-def numbered_names(d: int) -> list[str]:
+class NumberedNames(Sequence[str]):
+    """``x1 … xd`` as a lazy sequence: d = 10⁸ names cost nothing until one is asked for."""
+
+    def __init__(self, d: int):
+        self.d = d
+
+    def __len__(self) -> int:
+        return self.d
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [f"x{j + 1}" for j in range(*i.indices(self.d))]
+        if i < 0:
+            i += self.d
+        if not 0 <= i < self.d:
+            raise IndexError(i)
+        return f"x{i + 1}"
+
+    def index(self, name, start: int = 0, stop: int | None = None) -> int:
+        if isinstance(name, str) and name[:1] == "x" and name[1:].isdigit() and not name[1:].startswith("0"):
+            i = int(name[1:]) - 1
+            if 0 <= i < self.d:
+                return i
+        raise ValueError(f"{name!r} is not a variable")
+
+    def __contains__(self, name) -> bool:
+        try:
+            self.index(name)
+        except ValueError:
+            return False
+        return True
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple, Sequence)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"NumberedNames({self.d})"
+
+
+def numbered_names(d: int) -> Sequence[str]:
     """``x1 … xd``: the variable names of every objective but the one-variable f."""
-    return [f"x{i}" for i in range(1, d + 1)]
+    return NumberedNames(d)
 
 
 def register(

@@ -20,7 +20,7 @@ from objectives.registry import register
     dim=2,
     n_dim=True,
     min_dim=2,
-    start=lambda d: [-1.2 if i % 2 == 0 else 1.0 for i in range(d)],
+    start=lambda d: torch.tensor([-1.2, 1.0], dtype=torch.float64).repeat((d + 1) // 2)[:d],
     minima=lambda d: [[1.0] * d],
     min_value=0.0,
 )
@@ -68,7 +68,7 @@ def booth(x: torch.Tensor) -> torch.Tensor:
     "rastrigin",
     dim=2,
     n_dim=True,
-    start=lambda d: [0.4] * d,
+    start=lambda d: torch.full((d,), 0.4, dtype=torch.float64),
     minima=lambda d: [[0.0] * d],
     min_value=0.0,
 )
@@ -107,7 +107,7 @@ def ackley(x: torch.Tensor) -> torch.Tensor:
     "quadratic",
     dim=2,
     n_dim=True,
-    start=lambda d: [1.0] * d,
+    start=lambda d: torch.ones(d, dtype=torch.float64),
     minima=lambda d: [[0.0] * d],
     min_value=0.0,
 )

@@ -81,12 +81,20 @@ def _values(override) -> list[Any]:
     return [override.value()]
 
 
+@lru_cache(maxsize=None)
+def _schema_node(schema: type):
+    """One typed node per schema (building one costs ~40 ms): values are tried on it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(schema)
+
+
 def _check_type(schema: type, field: str, value: Any, key: str) -> None:
     """Let OmegaConf's structured-config validation judge the value; reword its complaint."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    node = OmegaConf.structured(schema)
+    node = _schema_node(schema)
     try:
         OmegaConf.update(node, field, value, merge=False)
     except OmegaConfBaseException:

@@ -20,6 +20,7 @@ from runner import tracking
 from runner.backends import make_backend, resolve_device, resolve_dtype
 from runner.errors import UserError
 from runner.loop import Trajectory, descend, sample_coords
+from runner.memory import check_fits
 from runner.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
 from runner.problem import Problem, build_problem
 from runner.progress import make_progress
@@ -31,6 +32,12 @@ def build(cfg: DictConfig) -> tuple[Problem, Any, torch.device]:
     dtype = resolve_dtype(cfg.backend.dtype)
     size = len(cfg.objective.init) if cfg.objective.init is not None else (cfg.objective.dim or 1)
     device = resolve_device(cfg.backend.device, size)
+    # Before anything of size d is allocated: a run that cannot fit says so with an estimate.
+    moving = len(cfg.objective.wrt) if cfg.objective.wrt else size
+    check_fits(
+        size, moving, 1, dtype, device, cfg.backend.name, bool(cfg.backend.compile),
+        bool(cfg.backend.richardson), cfg.steps, 2 * min(size, cfg.tracking.max_coords),
+    )
     problem = build_problem(cfg.objective, dtype=dtype, device=device)
     return problem, make_backend(cfg.backend), device
 
@@ -81,11 +88,26 @@ def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
     return X, Y, Z.reshape(X.shape).cpu().numpy(), path
 
 
+def compile_plan(cfg: DictConfig, backend) -> tuple[Any, float | None]:
+    """With ``backend.compile=true``: plain descent becomes one fused compiled step (its lr is
+    returned); any other optimizer keeps its own step around a compiled gradient."""
+    if not cfg.backend.compile:
+        return backend, None
+    from runner.compiled import CompiledAutograd, CompiledBackend
+
+    if is_plain_descent(cfg.optimizer) and not needs_closure(cfg.optimizer) and not cfg.check_grad:
+        return backend, float(cfg.lr)
+    return (CompiledAutograd() if backend.name == "autograd" else CompiledBackend(backend)), None
+
+
 def run_optimize(cfg: DictConfig) -> float:
     """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
     problem, backend, device = build(cfg)
     opt_name = optimizer_name(cfg.optimizer)
-    make_optimizer(cfg.optimizer, [problem.params(problem.x0.unsqueeze(0)).clone().requires_grad_(True)])
+    k = problem.wrt.numel()
+    # Fail on a bad hyperparameter before anything is recorded (a 1-element stand-in parameter).
+    make_optimizer(cfg.optimizer, [torch.zeros(1, k if k <= 64 else 1, dtype=problem.x0.dtype, requires_grad=True)])
+    backend, fused_lr = compile_plan(cfg, backend)
     name = cfg.tracking.run_name or tracking.run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
     torch.manual_seed(cfg.seed)
     warning = None
@@ -107,6 +129,7 @@ def run_optimize(cfg: DictConfig) -> float:
         uri = resolve_uri(cfg.tracking.uri)
         store.open(uri, cfg.tracking.experiment)
         tags = {
+            "compiled": "fused step" if fused_lr is not None else str(bool(cfg.backend.compile)).lower(),
             "objective": problem.name,
             "backend": backend.name,
             "optimizer": opt_name,
@@ -131,6 +154,7 @@ def run_optimize(cfg: DictConfig) -> float:
             monitor=checker,
             monitor_every=cfg.check_grad_every,
             progress=make_progress(cfg.progress, cfg.steps, name),
+            fused_lr=fused_lr,
         )
     except BaseException as exc:
         if store is not None:

@@ -91,6 +91,85 @@ def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None) -> 
     return bool(ok)
 
 
+class _EagerStepper:
+    """The optimizer's own step: ``p.grad = ∇L(p)``, then ``optimizer.step()`` updates p in place."""
+
+    def __init__(self, problem, base, backend, make_optimizer, closure, x_index, g_index, health_only):
+        self.problem, self.base, self.backend = problem, base, backend
+        self.loss = problem.loss(base)
+        self.p = problem.params(base).clone().requires_grad_(True)
+        self.optimizer = make_optimizer([self.p])
+        self.closure, self.x_index, self.g_index, self.health_only = closure, x_index, g_index, health_only
+        self.x_whole = x_index is None
+        self.g_whole = g_index is None
+        self.grad = None
+
+    def evaluate(self):
+        """``(x_k, L, health, x record, grad record)``; health is ‖∇L‖, or L + Σ∇L when only
+        finiteness is needed (finite iff both are, one reduction instead of a norm)."""
+        value, grad = self.backend.value_and_grad(self.loss, self.p)
+        self.grad = grad
+        x_k = self.problem.assemble(self.p.detach(), self.base)
+        health = value + grad.sum(-1) if self.health_only else torch.linalg.vector_norm(grad, dim=-1)
+        # Copies of x: the optimizer updates p in place. The gradient is a fresh tensor every
+        # step, and no optimizer here writes into .grad, so it is kept as it is.
+        x_rec = x_k.clone() if self.x_whole else x_k.index_select(-1, self.x_index)
+        g_rec = grad if self.g_whole else grad.index_select(-1, self.g_index)
+        return x_k, value, health, x_rec, g_rec
+
+    def _reevaluate(self):
+        self.optimizer.zero_grad()
+        value, grad = self.backend.value_and_grad(self.loss, self.p.detach())
+        self.p.grad = grad
+        return value.sum()
+
+    def advance(self, frozen: torch.Tensor | None) -> None:
+        saved = self.p.detach().clone() if frozen is not None else None
+        self.p.grad = self.grad
+        if self.closure:
+            self.optimizer.step(self._reevaluate)
+        else:
+            self.optimizer.step()
+        if frozen is not None:
+            with torch.no_grad():
+                self.p.copy_(torch.where(frozen.unsqueeze(-1), saved, self.p))
+
+    def current(self) -> torch.Tensor:
+        return self.problem.assemble(self.p.detach(), self.base)
+
+
+class _FusedStepper:
+    """Plain descent as one compiled function (:func:`runner.compiled.fused_descent_step`): the next
+    point is a new tensor, so x is read once and written once per step."""
+
+    def __init__(self, problem, base, backend, lr, x_index, g_index, device):
+        from runner.compiled import fused_descent_step
+
+        self.problem, self.base = problem, base
+        k = problem.wrt.numel()
+        xi = x_index if x_index is not None else torch.arange(problem.dim, device=device)
+        gi = g_index if g_index is not None else torch.arange(k, device=device)
+        # The compiled step records p's coordinates; map the x sample onto p where all move.
+        self.records_x_from_p = problem.moves_all
+        fd = None if backend.name == "autograd" else backend
+        self.step = fused_descent_step(problem.loss(base), lr, xi if problem.moves_all else gi, gi, fd)
+        self.x_index = xi
+        self.p = problem.params(base).clone()
+        self.next = None
+
+    def evaluate(self):
+        self.next, value, gnorm, rec_a, g_rec = self.step(self.p)
+        x_k = self.problem.assemble(self.p, self.base)
+        x_rec = rec_a if self.records_x_from_p else x_k.index_select(-1, self.x_index)
+        return x_k, value, gnorm, x_rec, g_rec
+
+    def advance(self, frozen: torch.Tensor | None) -> None:
+        self.p = self.next if frozen is None else torch.where(frozen.unsqueeze(-1), self.p, self.next)
+
+    def current(self) -> torch.Tensor:
+        return self.problem.assemble(self.p, self.base)
+
+
 def descend(
     problem: Problem,
     backend: Any,
@@ -105,6 +184,7 @@ def descend(
     monitor: Monitor | None = None,
     monitor_every: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    fused_lr: float | None = None,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -114,65 +194,54 @@ def descend(
         closure: pass a closure to ``step`` (L-BFGS).
         monitor: called as ``monitor(k, x_k)`` at k = 0, monitor_every, … (gradient checks).
         progress: called as ``progress(k, loss_of_row_0)`` every so often.
+        fused_lr: plain descent with this step as one compiled function (``backend.compile=true``);
+            ``make_optimizer`` is then not used.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
     B, device = base.shape[0], base.device
-    loss_fn = problem.loss(base)
-    p = problem.params(base).clone().requires_grad_(True)
-    optimizer = make_optimizer([p])
     if sync_every is None:
         sync_every = 1 if device.type == "cpu" else 64
+    k_moving = problem.wrt.numel()
     x_coords = sample_coords(problem.dim, max_coords)
-    g_coords = sample_coords(p.shape[-1], max_coords)
-    x_index = torch.tensor(x_coords, device=device)
-    g_index = torch.tensor(g_coords, device=device)
+    g_coords = sample_coords(k_moving, max_coords)
+    x_index = None if len(x_coords) == problem.dim else torch.tensor(x_coords, device=device)
+    g_index = None if len(g_coords) == k_moving else torch.tensor(g_coords, device=device)
+    # With every gradient coordinate recorded and no tol, norms come from the records at the end.
+    health_only = g_index is None and tol is None and fused_lr is None
+    if fused_lr is not None:
+        stepper = _FusedStepper(problem, base, backend, fused_lr, x_index, g_index, device)
+    else:
+        stepper = _EagerStepper(problem, base, backend, make_optimizer, closure, x_index, g_index, health_only)
 
     losses: list[torch.Tensor] = []  # per step, (B,)
-    gnorms: list[torch.Tensor] = []
-    xs: list[torch.Tensor] = []  # per step, (B, m): copies, so later in-place updates cannot reach them
+    healths: list[torch.Tensor] = []
+    xs: list[torch.Tensor] = []  # per step, (B, m)
     gs: list[torch.Tensor] = []
     stop = torch.full((B,), -1, dtype=torch.long, device=device)
     code = torch.zeros((B,), dtype=torch.long, device=device)
     x_final = base.clone()
 
-    def evaluate():
-        optimizer.zero_grad()
-        value, grad = backend.value_and_grad(loss_fn, p.detach())
-        p.grad = grad
-        return value.sum()
-
     checked, k, frozen = 0, 0, None
-    # With every coordinate recorded, gradient norms come from the records at the end, and the
-    # per-step test only needs "is anything non-finite": one reduction instead of a norm.
-    full_grad = len(g_coords) == p.shape[-1] and tol is None
-    x_whole, g_whole = len(x_coords) == problem.dim, len(g_coords) == p.shape[-1]
     for k in range(steps + 1):
-        value, grad = backend.value_and_grad(loss_fn, p)
-        # Nothing below needs autograd: p is detached, value and grad carry no graph.
-        x_k = problem.assemble(p.detach(), base)
+        x_k, value, health, x_rec, g_rec = stepper.evaluate()
         if monitor is not None and monitor_every and k % monitor_every == 0:
             monitor(k, x_k)
         losses.append(value)
-        # Copies of x: the optimizer updates p in place. The gradient is a fresh tensor every
-        # step, and no optimizer here writes into .grad, so it is kept as it is.
-        xs.append(x_k.clone() if x_whole else x_k.index_select(-1, x_index))
-        gs.append(grad if g_whole else grad.index_select(-1, g_index))
-        # Per-step health: without tol, "value + Σgrad is finite" stands for "both are finite".
-        gnorms.append(value + grad.sum(-1) if full_grad else torch.linalg.vector_norm(grad, dim=-1))
+        healths.append(health)
+        xs.append(x_rec)
+        gs.append(g_rec)
         last = k == steps
         if last or (k + 1 - checked) >= sync_every:
             if k == checked and B == 1:  # the common CPU case: plain floats, no reductions
-                h = float(gnorms[-1])
-                running = math.isfinite(h) and (full_grad or (math.isfinite(float(value)) and (tol is None or h > tol)))
+                h = float(health)
+                running = math.isfinite(h) and (health_only or (math.isfinite(float(value)) and (tol is None or h > tol)))
+                window_loss, window_health = value.unsqueeze(0), health.unsqueeze(0)
             else:
-                window_loss = torch.stack(losses[checked:])
-                window_gnorm = torch.stack(gnorms[checked:])
-                running = _all_running(window_loss, window_gnorm, tol)
+                window_loss, window_health = torch.stack(losses[checked:]), torch.stack(healths[checked:])
+                running = _all_running(window_loss, window_health, tol)
             if not running:
-                if k == checked and B == 1:
-                    window_loss, window_gnorm = losses[-1].unsqueeze(0), gnorms[-1].unsqueeze(0)
-                first, why = _first_stop(window_loss, window_gnorm, tol)
+                first, why = _first_stop(window_loss, window_health, tol)
                 newly = (stop < 0) & (first >= 0)
                 stop = torch.where(newly, first + checked, stop)
                 code = torch.where(newly, why, code)
@@ -187,30 +256,22 @@ def descend(
                 progress(k, float(value[0]))
         if last:
             break
-        saved = p.detach().clone() if frozen is not None else None
-        p.grad = grad
-        if closure:
-            optimizer.step(evaluate)
-        else:
-            optimizer.step()
-        if frozen is not None:
-            with torch.no_grad():
-                p.copy_(torch.where(frozen.unsqueeze(-1), saved, p))
+        stepper.advance(frozen)
 
     with torch.no_grad():
         running = stop < 0
         stop = torch.where(running, torch.full_like(stop, k), stop)
-        x_final = torch.where(running.unsqueeze(-1), problem.assemble(p.detach(), base), x_final)
+        x_final = torch.where(running.unsqueeze(-1), stepper.current(), x_final)
         K = int(stop.max()) + 1
         rec_x = torch.stack(xs[:K])
-        if len(x_coords) == problem.dim:
+        if x_index is None:
             x_final = rec_x[stop, torch.arange(B, device=device)]
         # Blank out what a row recorded after its own final step (rows stop at different steps).
         after = torch.arange(K, device=device).unsqueeze(1) > stop.unsqueeze(0)
         nan = math.nan
         loss = torch.stack(losses[:K]).masked_fill(after, nan)
         rec_g = torch.stack(gs[:K])
-        gnorm = torch.linalg.vector_norm(rec_g, dim=-1) if full_grad else torch.stack(gnorms[:K])
+        gnorm = torch.linalg.vector_norm(rec_g, dim=-1) if health_only else torch.stack(healths[:K])
         gnorm = gnorm.masked_fill(after, nan)
         rec_x = rec_x.masked_fill(after.unsqueeze(-1), nan)
         rec_g = rec_g.masked_fill(after.unsqueeze(-1), nan)

@@ -62,7 +62,12 @@ def is_plain_descent(cfg) -> bool:
     target = str(cfg.get("_target_", ""))
     if target.endswith("ManualDescent"):
         return True
-    return target == "torch.optim.SGD" and not cfg.get("momentum") and not cfg.get("weight_decay")
+    return (
+        target == "torch.optim.SGD"
+        and not cfg.get("momentum")
+        and not cfg.get("weight_decay")
+        and not cfg.get("maximize")
+    )
 
 
 def make_optimizer(cfg, params: list[torch.Tensor]) -> Any:

@@ -39,7 +39,7 @@ class Problem:
 
     name: str
     fn: Objective
-    var_names: list[str]
+    var_names: Sequence[str]
     x0: torch.Tensor
     wrt: torch.Tensor
     targets: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
@@ -121,9 +121,12 @@ def _custom(cfg) -> tuple[Objective, list[str], Callable | None, list[str]]:
     return parsed, list(parsed.variables), targets, list(parsed.sources)
 
 
-def _start(cfg, names: Sequence[str], default: Sequence[float]) -> list[float]:
+MINIMA_LIMIT = 1000  # known minima are materialised (for plots and reports) only up to this size
+
+
+def _start(cfg, names: Sequence[str], default) -> list[float] | torch.Tensor:
     if cfg.init is None:
-        return list(default)
+        return default
     init = [float(v) for v in cfg.init]
     if len(init) != len(names):
         raise UserError(
@@ -155,7 +158,8 @@ def build_problem(cfg, *, dtype: torch.dtype, device: torch.device) -> Problem:
             raise UserError(f"objective.dim: {cfg.name} is {spec.default_dim}-D only, got {d}")
         if d < spec.min_dim:
             raise UserError(f"objective.dim: {cfg.name} needs dim ≥ {spec.min_dim}, got {d}")
-        fn, names, default, minima = spec.fn, spec.var_names(d), spec.start(d), spec.minima(d)
+        fn, names, default = spec.fn, spec.var_names(d), spec.start(d)
+        minima = spec.minima(d) if d <= MINIMA_LIMIT else []
     init = _start(cfg, names, default)
     if cfg.wrt is None:
         wrt = list(range(len(names)))
@@ -171,8 +175,8 @@ def build_problem(cfg, *, dtype: torch.dtype, device: torch.device) -> Problem:
     return Problem(
         name=cfg.name,
         fn=fn,
-        var_names=list(names),
-        x0=torch.tensor(init, dtype=dtype, device=device),
+        var_names=names,
+        x0=torch.as_tensor(init, dtype=dtype).to(device),
         wrt=torch.tensor(wrt, dtype=torch.long, device=device),
         targets=targets,
         target_sources=sources,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 MIN_STEPS = 2000
 
 
-def make_progress(setting: Any, steps: int, label: str) -> Callable[[int, float], None] | None:
+def make_progress(setting: Any, steps: int, label: str, mininterval: float = 0.25) -> Callable[[int, float], None] | None:
     """A ``progress(k, loss)`` callback for :func:`runner.loop.descend`, or None for no bar."""
     if setting in (False, "false") or (setting in ("auto", None) and not (sys.stderr.isatty() and steps >= MIN_STEPS)):
         return None
@@ -20,13 +20,13 @@ def make_progress(setting: Any, steps: int, label: str) -> Callable[[int, float]
         from tqdm import tqdm
     except ImportError:
         return None
-    bar = tqdm(total=steps, desc=label, unit="step", file=sys.stderr, mininterval=0.25, leave=False)
+    bar = tqdm(total=steps, desc=label, unit="step", file=sys.stderr, mininterval=mininterval, leave=False)
     state = {"k": -1}
 
     def update(k: int, loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         bar.update(k - max(state["k"], 0))
         state["k"] = k
-        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         if k >= steps:
             bar.close()
 

@@ -97,7 +97,7 @@ DESCENTS = [
 def test_descent_from_the_customary_start_reaches_the_minimum(name, dim, make, steps, x_tol):
     spec = objectives.get(name)
     p = problem(name, dim=dim)
-    assert p.x0.tolist() == spec.start(p.dim)
+    assert p.x0.tolist() == torch.as_tensor(spec.start(p.dim), dtype=F64).tolist()
     traj = descend(p, Autograd(), make, steps=steps, closure=make is lbfgs)
     assert traj.outcome == ["max_steps"]
     distances = [math.dist(traj.x_final[0], m) for m in spec.minima(p.dim)]

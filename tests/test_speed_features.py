@@ -1,0 +1,113 @@
+"""Speed features keep the numbers: compiled and eager steps, sampled and full logging, the memory
+estimate, the progress bar."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import run_cli, runs_of
+from runner.backends import Autograd, FiniteDifference
+from runner.compiled import CompiledAutograd, CompiledBackend
+from runner.errors import UserError
+from runner.loop import descend
+from runner.memory import check_fits, estimate_bytes
+from runner.optimizers import ManualDescent
+from runner.problem import build_problem
+from runner.progress import make_progress
+from runner.tracking import log_stride, sampled_steps
+
+F64, CPU = torch.float64, torch.device("cpu")
+
+
+def problem(name, **overrides):
+    cfg = dict(name=name, init=None, dim=None, expr=None, vars=None, target=None, wrt=None)
+    cfg.update(overrides)
+    return build_problem(OmegaConf.create(cfg), dtype=F64, device=CPU)
+
+
+@pytest.fixture(scope="module")
+def rosenbrock6():
+    return problem("rosenbrock", dim=6)
+
+
+def test_the_fused_compiled_step_follows_the_eager_path(rosenbrock6):
+    eager = descend(rosenbrock6, Autograd(), lambda p: ManualDescent(p, 1e-3), steps=200)
+    fused = descend(rosenbrock6, Autograd(), None, steps=200, fused_lr=1e-3)
+    assert fused.outcome == eager.outcome and fused.final_step.tolist() == eager.final_step.tolist()
+    # Inductor may fuse p − lr·g into one multiply-add: equal to rounding, not bit for bit.
+    assert np.abs(fused.x - eager.x).max() < 1e-13
+    assert np.abs(fused.loss - eager.loss).max() < 1e-10
+    assert np.abs(fused.grad_norm - eager.grad_norm).max() < 1e-10
+
+
+def test_a_compiled_gradient_under_adam_follows_the_eager_path(rosenbrock6):
+    eager = descend(rosenbrock6, Autograd(), lambda p: torch.optim.Adam(p, lr=1e-2), steps=100)
+    compiled = descend(rosenbrock6, CompiledAutograd(), lambda p: torch.optim.Adam(p, lr=1e-2), steps=100)
+    assert np.abs(compiled.x - eager.x).max() < 1e-12
+
+
+def test_compiled_finite_differences_follow_the_eager_path():
+    p = problem("himmelblau")
+    eager = descend(p, FiniteDifference(), lambda q: ManualDescent(q, 1e-3), steps=50)
+    compiled = descend(p, CompiledBackend(FiniteDifference()), lambda q: ManualDescent(q, 1e-3), steps=50)
+    assert np.abs(compiled.x - eager.x).max() < 1e-9  # within the differences' own accuracy
+
+
+def test_metric_sampling_stride():
+    assert log_stride(100, "auto") == 1 and log_stride(1000, "auto") == 1
+    assert log_stride(1001, "auto") == 2 and log_stride(20000, "auto") == 20
+    assert log_stride(100, 7) == 7
+    assert sampled_steps(10, 3).tolist() == [0, 3, 6, 9, 10]  # the final step is always there
+    assert sampled_steps(9, 3).tolist() == [0, 3, 6, 9]
+
+
+@pytest.mark.slow
+def test_sampled_and_full_logging_record_the_same_trajectory(workdir, client):
+    common = ["objective=f", "lr=0.01", "steps=2500", "tracking.artifacts=true"]
+    auto = run_cli(*common, "tracking.run_name=auto", cwd=workdir)
+    full = run_cli(*common, "tracking.run_name=full", "tracking.log_every=1", cwd=workdir)
+    assert auto.returncode == 0 and full.returncode == 0, auto.stderr + full.stderr
+    runs = {r.info.run_name: r for r in runs_of(client)}
+    histories = {
+        name: {m.step: m.value for m in client.get_metric_history(runs[name].info.run_id, "x/x")} for name in runs
+    }
+    assert sorted(histories["full"]) == list(range(2501))
+    assert sorted(histories["auto"]) == list(range(0, 2501, 3)) + [2500]  # ~1000 points, and the end
+    assert runs["auto"].data.tags["log_every"] == "3" and runs["full"].data.tags["log_every"] == "1"
+    for step, value in histories["auto"].items():
+        assert value == histories["full"][step]
+    tables = []
+    for name in ("auto", "full"):
+        folder = client.download_artifacts(runs[name].info.run_id, "", str(workdir / name))
+        tables.append(open(f"{folder}/trajectory.csv").read())
+    assert tables[0] == tables[1]  # the trajectory artifact keeps every step either way
+    assert len(list(csv.reader(io.StringIO(tables[0])))) == 2502
+
+
+def test_memory_estimate_and_refusal():
+    # 10⁸ float32 numbers, eager autograd: ~16 copies of 400 MB.
+    assert estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", False, False, 0, 0) == 16 * 4 * 10**8 + 8
+    assert estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", True, False, 0, 0) < 4 * 10**9
+    with pytest.raises(UserError) as err:
+        check_fits(3 * 10**10, 3 * 10**10, 1, torch.float32, CPU, "autograd", False, False, 10, 128)
+    message = str(err.value)
+    assert message.startswith("objective.dim=30000000000: this run needs about 1920.0 GB on cpu (eager autograd, 32-bit)")
+    assert "backend.compile=true" in message and "backend.dtype=float32" not in message
+    check_fits(1000, 1000, 1, torch.float64, CPU, "autograd", False, False, 100, 128)  # fits: no error
+
+
+def test_progress_bar_only_on_request_or_on_a_terminal(capsys):
+    assert make_progress("auto", 10**6, "run") is None  # pytest's stderr is not a terminal
+    assert make_progress(False, 10**6, "run") is None
+    update = make_progress(True, 100, "f-manual-lr0.1", mininterval=0)
+    for k in range(0, 101, 10):
+        update(k, -1.25)
+    err = capsys.readouterr().err
+    assert "f-manual-lr0.1" in err and "loss=-1.25" in err
