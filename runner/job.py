@@ -105,9 +105,6 @@ def run_optimize(cfg: DictConfig) -> float:
     problem, backend, device = build(cfg)
     opt_name = optimizer_name(cfg.optimizer)
     k = problem.wrt.numel()
-    # Fail on a bad hyperparameter before anything is recorded (a 1-element stand-in parameter).
-    make_optimizer(cfg.optimizer, [torch.zeros(1, k if k <= 64 else 1, dtype=problem.x0.dtype, requires_grad=True)])
-    backend, fused_lr = compile_plan(cfg, backend)
     name = cfg.tracking.run_name or tracking.run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
     torch.manual_seed(cfg.seed)
     warning = None
@@ -127,7 +124,12 @@ def run_optimize(cfg: DictConfig) -> float:
     if cfg.tracking.enabled:
         store = tracking.writer()
         uri = resolve_uri(cfg.tracking.uri)
-        store.open(uri, cfg.tracking.experiment)
+        store.open(uri, cfg.tracking.experiment)  # does not wait: the store opens meanwhile
+    # Fail on a bad hyperparameter before anything is recorded (a stand-in parameter); the first
+    # torch.optim optimizer also imports torch._dynamo (~1-2 s), overlapping the store's opening.
+    make_optimizer(cfg.optimizer, [torch.zeros(1, k if k <= 64 else 1, dtype=problem.x0.dtype, requires_grad=True)])
+    backend, fused_lr = compile_plan(cfg, backend)
+    if store is not None:
         tags = {
             "compiled": "fused step" if fused_lr is not None else str(bool(cfg.backend.compile)).lower(),
             "objective": problem.name,

@@ -77,6 +77,8 @@ def preimport() -> None:
     _quiet_mlflow_logs()
     import mlflow.tracking  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 class MlflowStore:

@@ -22,7 +22,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 # Calls whose answer the caller waits for; every other call is sent and forgotten.
-SYNC = {"open", "start_run", "end_run", "call", "flush"}
+# ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
+# and an error in opening is raised by the next call that waits.
+SYNC = {"start_run", "end_run", "call", "flush"}
 
 
 class StoreProcess:
@@ -115,7 +117,7 @@ def serve(read_fd: int, write_fd: int) -> None:
             if answer[0] == "error" and deferred_error is None:
                 deferred_error = answer[1]
             continue
-        if deferred_error is not None and answer[0] == "ok":
+        if deferred_error is not None:  # the first failure is the one to report
             answer, deferred_error = ("error", deferred_error), None
         outbox.send(answer)
     sys.stderr.flush()
