@@ -143,6 +143,8 @@ def compute_derivatives(problem: Problem, backend: Any, dtype_name: str = "", de
         out.value, out.grad = float(value[0]), _numpy(grad[0])
         out.method = "autograd"
 
+    if not math.isfinite(out.value):
+        out.notes.append(f"L = {out.value} here: the derivatives are those of the formulas, not of a function defined at this point")
     if k > MAX_DIM:
         out.notes.append(
             f"Hessian skipped: {k} moving variables > {MAX_DIM}; pick some with objective.wrt=[...]"

@@ -17,13 +17,15 @@ Where the tolerance comes from: a difference quotient whose step balances trunca
 (``auto``: h = ε^(1/3)·max(1, |x|) central, ε^(1/2)·max(1, |x|) forward) is accurate to about ε^m
 of the gradient's scale, m = 2/3 central (with or without Richardson), 1/2 forward, ε the dtype's
 machine epsilon; the ``1 +`` keeps the bound meaningful where the gradient vanishes. eᵢ is the measured
-error bar of this very estimate (step halving: truncation; plus ε·|L|/h: rounding), which covers fixed
-steps (``backend.eps=<float>``), large higher derivatives and kinks. C = 10 is the safety margin: a
-correct gradient stays below about a tenth of it on the test functions. So in float64 (ε = 2.2e-16)
+error bar of this very estimate (step halving for truncation; 3σ·‖w‖ for rounding, σ the measured
+noise of L), which covers fixed steps (``backend.eps=<float>``), large higher derivatives, and sums
+that cancel (Rastrigin near 0 is 40 − 40 + tiny: its noise is ε·40, not ε·|L|). C = 10 is the safety margin: a
+correct gradient stays at about a tenth of it or less on the test functions. So in float64 (ε = 2.2e-16)
 a check is sensitive to relative errors of about 4e-10; in float32 (ε = 1.2e-7) only to about 2.4e-4
 plus the much larger error bars: float32 finite differences cannot do better.
 
-Non-finite entries (a diverged point) are skipped: there is nothing to compare.
+Non-finite entries (a diverged point) are skipped: there is nothing to compare. Within one step of a
+kink (Ackley's origin) the check fails, rightly: the difference quotient is no derivative there.
 """
 
 from __future__ import annotations

@@ -199,12 +199,18 @@ def run_optimize(cfg: DictConfig) -> float:
             end_tags["warning"] = warning
         if checker is not None:
             end_tags.update(checker.tags())
-        store.end_run(run_id, "FINISHED", end_tags)
+        # In an in-process sweep the next job starts while this run's plots are drawn; elsewhere
+        # the job returns only when its run is complete in the store.
+        store.end_run(run_id, "FINISHED", end_tags, _wait=not tracking.in_process_sweep())
 
     final_loss = traj.final_loss(0)
-    if checker is not None and checker.failed():
-        print(f"warning: {checker.message()}", file=sys.stderr)
     print_summary(name, problem, traj, final, outcome, run_id, cfg)
+    if checker is not None:
+        if checker.failed():
+            print(f"warning: {checker.message()}", file=sys.stderr)
+        else:
+            tags = checker.tags()
+            print(f"gradient check passed at {tags.get('grad_check.checks', '?')} points (worst error/tolerance {tags.get('grad_check.worst_ratio', '?')})")
     return final_loss if math.isfinite(final_loss) else math.inf
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+from omegaconf import ListConfig
 
 import objectives
 from runner.errors import UserError
@@ -112,7 +113,8 @@ def _custom(cfg) -> tuple[Objective, list[str], Callable | None, list[str]]:
         else:
             raise UserError("objective.target needs objective.init=[...] or objective.vars=[...] to know its size")
         return fn, names, None, [cfg.target]
-    expr = cfg.expr if isinstance(cfg.expr, str) else [str(e) for e in cfg.expr]
+    # A list of targets, or one expression (Hydra hands a bare number over as int or float).
+    expr = [str(e) for e in cfg.expr] if isinstance(cfg.expr, (list, tuple, ListConfig)) else str(cfg.expr)
     try:
         parsed = parse_expression(expr, None if cfg.vars is None else list(cfg.vars))
     except ExpressionError as exc:

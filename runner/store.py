@@ -164,7 +164,8 @@ class MlflowStore:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
-    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> None:
+        """Set the final tags and the run's status (``_wait`` matters only through the writer)."""
         if tags:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)

@@ -18,13 +18,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 # Calls whose answer the caller waits for; every other call is sent and forgotten.
 # ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
-# and an error in opening is raised by the next call that waits.
+# and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
+# does not wait either (an in-process sweep: the process's last flush waits for it).
 SYNC = {"start_run", "end_run", "call", "flush"}
+IMMEDIATE = {"open"}  # executed on arrival even though nobody waits
+BARRIER = {"end_run", "call", "flush"}  # wait for everything sent before them
 
 
 class StoreProcess:
@@ -49,9 +53,10 @@ class StoreProcess:
         from runner.store import StoreError
 
         self._used = True
+        wait = method in SYNC and kwargs.pop("_wait", True)
         try:
-            self._send.send((method, args, kwargs, method in SYNC))
-            if method not in SYNC:
+            self._send.send((method, args, kwargs, wait))
+            if not wait:
                 return None
             status, value = self._recv.recv()
         except (EOFError, OSError, BrokenPipeError):
@@ -88,7 +93,14 @@ class StoreProcess:
 
 
 def serve(read_fd: int, write_fd: int) -> None:
-    """The writer's loop: pre-import, then execute calls in order until the pipe closes."""
+    """The writer's loop: pre-import, then execute calls until the pipe closes.
+
+    Calls that need no answer (metrics, artifacts, an ``end_run`` nobody waits for) go to a backlog,
+    done in order whenever no request is waiting: so a sweep's next ``start_run`` is answered at once
+    while the previous run's plots are still being drawn. ``open`` runs as soon as it arrives;
+    ``end_run``, ``call`` and ``flush`` that wait first finish the backlog, so what was sent before
+    them is in the store when they answer. The backlog is finished before the writer exits.
+    """
     from runner import store as store_module
 
     inbox = Connection(read_fd, writable=False)
@@ -97,31 +109,50 @@ def serve(read_fd: int, write_fd: int) -> None:
     sys.stdout = sys.stderr
     store_module.preimport()
     store = store_module.MlflowStore()
-    deferred_error: str | None = None
+    backlog: deque = deque()
+    first_error: list[str] = []
+
+    def execute(method: str, args, kwargs) -> tuple[str, Any]:
+        try:
+            return ("ok", None if method == "flush" else getattr(store, method)(*args, **kwargs))
+        except store_module.StoreError as exc:
+            return ("error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            return ("error", f"tracking: {method} failed: {type(exc).__name__}: {text}")
+
+    def execute_quietly(method: str, args, kwargs) -> None:
+        status, value = execute(method, args, kwargs)
+        if status == "error" and not first_error:
+            first_error.append(value)
+
+    def drain() -> None:
+        while backlog:
+            execute_quietly(*backlog.popleft())
+
     while True:
+        if backlog and not inbox.poll(0):
+            execute_quietly(*backlog.popleft())
+            continue
         try:
             method, args, kwargs, wants_answer = inbox.recv()
         except (EOFError, OSError):
             break
-        try:
-            if method == "flush":
-                value = None
-            else:
-                value = getattr(store, method)(*args, **kwargs)
-            answer = ("ok", value)
-        except store_module.StoreError as exc:
-            answer = ("error", str(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-            answer = ("error", f"tracking: {method} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         if not wants_answer:
-            if answer[0] == "error" and deferred_error is None:
-                deferred_error = answer[1]
+            if method in IMMEDIATE:
+                execute_quietly(method, args, kwargs)
+            else:
+                backlog.append((method, args, kwargs))
             continue
-        if deferred_error is not None:  # the first failure is the one to report
-            answer, deferred_error = ("error", deferred_error), None
+        if method in BARRIER:
+            drain()
+        answer = execute(method, args, kwargs)
+        if first_error:  # the first failure is the one to report
+            answer = ("error", first_error.pop())
         outbox.send(answer)
+    drain()
     sys.stderr.flush()
-    os._exit(0)  # skip finalising MLflow's modules: everything was written synchronously
+    os._exit(0)  # skip finalising MLflow's modules: everything has been written
 
 
 if __name__ == "__main__":

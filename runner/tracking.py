@@ -33,6 +33,25 @@ def writer():
     return _WRITER
 
 
+def flush_writer() -> None:
+    """Wait until everything sent to the writer so far is in the store (no-op without a writer)."""
+    if _WRITER is not None:
+        _WRITER.flush()
+
+
+def in_process_sweep() -> bool:
+    """Whether this job is one of a multirun whose jobs all run in this process (the basic
+    launcher): its runs may then be finished in the background, the sweep's end flushes them."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:
+        return False
+    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+
+
 def close_writer() -> None:
     """Wait for the writer to finish everything queued, then stop it."""
     global _WRITER
