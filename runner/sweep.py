@@ -198,11 +198,12 @@ class SweepCallback(Callback):
         self.wal = wal
         self._uri: str | None = None
         self._run_id: str | None = None
+        self._experiment_id = ""
         self._guard: Guard | None = None
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks to their workers; the run and the guard stay here.
-        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_guard": None}
+        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_experiment_id": "", "_guard": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or not config.tracking.enabled:
@@ -235,7 +236,7 @@ class SweepCallback(Callback):
             run_id = store.start_run(sweep_name(config), sweep_params(config), tags, description=description)
         except StoreError as exc:
             report_and_exit(exc)
-        self._uri, self._run_id = uri, run_id
+        self._uri, self._run_id, self._experiment_id = uri, run_id, store.experiment_id
         self._guard = Guard(uri, run_id)
         os.environ[PARENT_ENV] = run_id
         os.environ[SWEPT_ENV] = ",".join(swept)
@@ -244,18 +245,28 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._run_id is None:
             return
-        from runner.summary import finish_sweep
+        from runner.summary import finish_sweep, result_line
+        from runner.tracking import flush_writer
 
+        flush_writer()  # jobs run in this process finish their runs in the background
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
         ended = False
         try:
-            status, outcome = finish_sweep(self._uri, self._run_id, "completed")
+            status, outcome, best = finish_sweep(self._uri, self._run_id, "completed")
             ended = True
         finally:  # if the summary could not end the parent, the guard tries once more
             if self._guard is not None:
                 self._guard.release(done=ended)
-        print(f"sweep: parent run {self._run_id} ended {status} ({outcome})", flush=True)
+        print(f"sweep: {result_line(self._run_id, status, outcome, best)}", flush=True)
+        page = f"#/experiments/{self._experiment_id}/runs/{self._run_id}"
+        if self._uri.startswith(("http://", "https://")):
+            print(f"  compare the runs at {self._uri.rstrip('/')}/{page}", flush=True)
+        else:
+            from runner.store import DEFAULT_URI
+
+            serve = "python -m runner.serve" + ("" if self._uri == DEFAULT_URI else f" --store {self._uri}")
+            print(f"  compare the runs: {serve}, then open http://127.0.0.1:5000/{page}", flush=True)
         self._run_id = None
         stop_idle_workers()
 
@@ -270,4 +281,6 @@ def stop_idle_workers() -> None:
     module = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(module, "_executor", None) if module is not None else None
     if executor is not None:
-        executor.shutdown(wait=True)
+        # joblib's MemmappingExecutor.terminate also removes its temporary folder (else the resource
+        # tracker warns about a "leaked folder" at exit); plain loky executors only shut down.
+        getattr(executor, "terminate", executor.shutdown)()
