@@ -284,13 +284,15 @@ def stable_lr_warning(problem, backend, lr: float) -> str | None:
 
     Computed only for k ≤ :data:`MAX_DIM` moving variables, with autograd (whatever the run's backend:
     the bound is a property of the function); silent when autograd cannot differentiate it twice.
+    By double backward rather than ``torch.func.hessian``: at the start of every run the latter would
+    import ``torch._dynamo`` (~2-3 s) for a few milliseconds of work.
     """
     base = problem.x0.unsqueeze(0)
     p = problem.params(base)[0]
     if p.numel() > MAX_DIM:
         return None
     try:
-        eigs = eigenvalues(autograd_hessian(problem.loss(base), p))
+        eigs = eigenvalues(_double_backward(problem.loss(base), p, 1.0))
     except (RuntimeError, TypeError, ValueError):
         return None
     if not bool(torch.isfinite(eigs).all()):

@@ -185,7 +185,8 @@ def run_optimize(cfg: DictConfig) -> float:
                         "loss": traj.loss[: final + 1, 0],
                         "grid": None if grid is None else grid[:3],
                         "path": None if grid is None else grid[3],
-                        "var_names": problem.var_names,
+                        # Plain strings: the writer must not unpickle (and import) our name sequences.
+                        "var_names": [str(n) for n in problem.var_names[:2]],
                         "minima": problem.minima,
                     },
                 },

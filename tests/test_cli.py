@@ -159,3 +159,10 @@ def test_a_diverging_run_keeps_its_data_and_exits_zero(workdir, client):
     # Every finite value before the divergence is there; |x| grows 5× a step until it overflows.
     assert [s for s, _ in loss] == list(range(len(loss))) and len(loss) >= k - 1
     assert run.info.status == "FINISHED"
+
+
+def test_the_writer_process_never_imports_torch(workdir):
+    """Its point is to work beside torch's import; unpickling a torch-backed object would undo it."""
+    result = run_cli("objective=rosenbrock", "steps=5", cwd=workdir, env={"RUNNER_WRITER_REPORT": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "writer: torch imported: False" in result.stderr

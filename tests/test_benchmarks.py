@@ -1,0 +1,124 @@
+"""The benchmark's yardsticks do what they claim (no timing is asserted here, ever).
+
+* ``benchmarks/baseline_app``: one job records one FINISHED run with its params and, at every step
+  k = 0 … steps, ``loss``, ``x/<var>`` and ``grad/<var>`` with the right values.
+* ``benchmarks/bench.py``: the hand-written batched central difference is a gradient; the table and
+  the summary line read right.
+* ``benchmarks/bare_loop.py``: the bare loop descends f to its minimum.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, runs_of
+
+BENCH = REPO / "benchmarks"
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_baseline_app_records_one_short_job(workdir, client, monkeypatch):
+    """In-process: the app's task function on g, 3 manual steps, every value logged."""
+    import mlflow
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    app = load(BENCH / "baseline_app" / "app.py", "baseline_app")
+    uri = f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(BENCH / "baseline_app" / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["objective=g", "optimizer=manual", "lr=0.1", "steps=3", f"tracking_uri={uri}"])
+    try:
+        final = app.run(cfg)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+    (run,) = runs_of(client, "baseline")
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "g-manual-lr0.1"
+    assert run.data.params == {"objective": "g", "optimizer": "manual", "lr": "0.1", "steps": "3"}
+    assert set(run.data.metrics) == {"loss", "x/x1", "x/x2", "grad/x1", "grad/x2"}
+    rid = run.info.run_id
+    # g(x1, x2) = (x1 + 5)·x2² from (2, 3): ∇g = (x2², 2(x1 + 5)x2) = (9, 42); x ← x − 0.1·∇g
+    assert [s for s, _ in history(client, rid, "loss")] == [0, 1, 2, 3]
+    assert history(client, rid, "loss")[0] == (0, 63.0)
+    assert history(client, rid, "grad/x1")[0] == (0, 9.0)
+    assert history(client, rid, "grad/x2")[0] == (0, 42.0)
+    assert history(client, rid, "x/x1")[:2] == [(0, 2.0), (1, pytest.approx(1.1))]
+    assert history(client, rid, "x/x2")[:2] == [(0, 3.0), (1, pytest.approx(-1.2))]
+    x1, x2 = 1.1, -1.2
+    assert history(client, rid, "loss")[1][1] == pytest.approx((x1 + 5) * x2**2)
+    assert history(client, rid, "loss")[3][1] == pytest.approx(final)
+
+
+@pytest.mark.slow
+def test_baseline_app_cli_sweep(workdir, client):
+    """The app as the benchmark runs it: a Hydra multirun from the command line, one run per job."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "baseline_app" / "app.py"), "-m", "objective=f", "optimizer=sgd,manual", "lr=0.1", "steps=2"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = runs_of(client, "baseline")
+    assert sorted(r.info.run_name for r in runs) == ["f-manual-lr0.1", "f-sgd-lr0.1"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert set(run.data.metrics) == {"loss", "x/x", "grad/x"}
+        # f(x) = 3x² + 2x − 1 from 0: f' = 2, so x1 = −0.2; f'(−0.2) = 0.8, so x2 = −0.28
+        xs = history(client, run.info.run_id, "x/x")
+        assert [s for s, _ in xs] == [0, 1, 2]
+        assert [v for _, v in xs] == pytest.approx([0.0, -0.2, -0.28])
+        assert [v for _, v in history(client, run.info.run_id, "grad/x")] == pytest.approx([2.0, 0.8, 0.32])
+
+
+def test_bare_central_difference_is_the_gradient():
+    import torch
+
+    bench = load(BENCH / "bench.py", "bench_module")
+    x = torch.tensor([-1.2, 1.0, 0.5, 2.0, -0.3], dtype=torch.float64)
+    expected = torch.func.grad(lambda v: bench.rosenbrock(v))(x)
+    assert torch.allclose(bench.bare_central_difference(x), expected, rtol=1e-7, atol=1e-6)
+
+
+def test_bench_table_and_summary():
+    bench = load(BENCH / "bench.py", "bench_module")
+    rows = [
+        bench.Row("(a)", "one run", runner=5.0, baseline=4.0, ratio=1.25, target=1.25),
+        bench.Row("(b)", "sweep", runner=10.0, baseline=20.0, ratio=0.5, target=0.2),
+        bench.Row("(d)", "gpu", status="SKIP", note="skipped: no CUDA"),
+    ]
+    for r in rows:
+        r.judge()
+    assert [r.status for r in rows] == ["PASS", "FAIL", "SKIP"]
+    text = bench.table(rows)
+    assert "1.25×" in text and "skipped: no CUDA" in text
+    assert bench.summary(rows).startswith("summary: 1 of 2 measured targets met")
+
+
+def test_bare_loop_reaches_the_minimum():
+    bare = load(BENCH / "bare_loop.py", "bare_loop")
+    seconds, x = bare.bare_loop(200, 0.1)
+    assert seconds >= 0
+    assert x == pytest.approx(-1.0 / 3.0)
