@@ -31,7 +31,9 @@ def main() -> None:
 
     register_configs()
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+    # An absolute folder: a relative config_path would be read as a Python package when main() is
+    # imported (the `runner` console script) rather than run as `python -m runner`.
+    @hydra.main(version_base="1.3", config_path=str(cli.CONF), config_name="config")
     def app(cfg) -> float:
         from runner.store import StoreError
         from runner.validate import validate
