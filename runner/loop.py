@@ -6,8 +6,10 @@ or gradient is not finite (``diverged``), or whose gradient norm is ≤ ``tol`` 
 otherwise it runs all steps (``max_steps``). Stopped rows are frozen while the others go on.
 
 Records stay on the run's device; the stopping test reads them back only every ``sync_every`` steps
-(every step on the CPU, where reading is free; in chunks on a GPU, where each read waits for the
-device), and finds each row's first stopping step from the records, so the result is the same.
+(on a GPU each read waits for the device; on the CPU a per-step test costs more Python than the
+step itself) and finds each row's first stopping step in the records, so the outcome, the records and
+the final point are the same as with a test at every step. A row that stopped inside a window takes
+its remaining steps of the window before it is frozen; what it did then is discarded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import torch
 from runner.problem import Problem
 
 OUTCOMES = ("max_steps", "converged", "diverged")
+# Steps between stopping tests. The test reads the records back (a device sync on a GPU) and finds
+# each row's first stopping step in them, so the outcome is the same for any value; per-step Python
+# and tensor overhead is what a larger value saves (on the CPU too).
+SYNC_EVERY = 32
 Monitor = Callable[[int, torch.Tensor], None]
 
 
@@ -94,23 +100,23 @@ def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None) -> 
 class _EagerStepper:
     """The optimizer's own step: ``p.grad = ∇L(p)``, then ``optimizer.step()`` updates p in place."""
 
-    def __init__(self, problem, base, backend, make_optimizer, closure, x_index, g_index, health_only):
+    def __init__(self, problem, base, backend, make_optimizer, closure, x_index, g_index):
         self.problem, self.base, self.backend = problem, base, backend
         self.loss = problem.loss(base)
         self.p = problem.params(base).clone().requires_grad_(True)
         self.optimizer = make_optimizer([self.p])
-        self.closure, self.x_index, self.g_index, self.health_only = closure, x_index, g_index, health_only
+        self.closure, self.x_index, self.g_index = closure, x_index, g_index
         self.x_whole = x_index is None
         self.g_whole = g_index is None
         self.grad = None
 
     def evaluate(self):
-        """``(x_k, L, health, x record, grad record)``; health is ‖∇L‖, or L + Σ∇L when only
-        finiteness is needed (finite iff both are, one reduction instead of a norm)."""
+        """``(x_k, L, ‖∇L‖ or None, x record, grad record)``: the norm is None when the whole
+        gradient is recorded, since the loop then takes norms of the records in bulk."""
         value, grad = self.backend.value_and_grad(self.loss, self.p)
         self.grad = grad
         x_k = self.problem.assemble(self.p.detach(), self.base)
-        health = value + grad.sum(-1) if self.health_only else torch.linalg.vector_norm(grad, dim=-1)
+        health = None if self.g_whole else torch.linalg.vector_norm(grad, dim=-1)
         # Copies of x: the optimizer updates p in place. The gradient is a fresh tensor every
         # step, and no optimizer here writes into .grad, so it is kept as it is.
         x_rec = x_k.clone() if self.x_whole else x_k.index_select(-1, self.x_index)
@@ -201,23 +207,27 @@ def descend(
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
     B, device = base.shape[0], base.device
     if sync_every is None:
-        sync_every = 1 if device.type == "cpu" else 64
+        sync_every = SYNC_EVERY
     k_moving = problem.wrt.numel()
     x_coords = sample_coords(problem.dim, max_coords)
     g_coords = sample_coords(k_moving, max_coords)
     x_index = None if len(x_coords) == problem.dim else torch.tensor(x_coords, device=device)
     g_index = None if len(g_coords) == k_moving else torch.tensor(g_coords, device=device)
-    # With every gradient coordinate recorded and no tol, norms come from the records at the end.
-    health_only = g_index is None and tol is None and fused_lr is None
     if fused_lr is not None:
         stepper = _FusedStepper(problem, base, backend, fused_lr, x_index, g_index, device)
     else:
-        stepper = _EagerStepper(problem, base, backend, make_optimizer, closure, x_index, g_index, health_only)
+        stepper = _EagerStepper(problem, base, backend, make_optimizer, closure, x_index, g_index)
 
     losses: list[torch.Tensor] = []  # per step, (B,)
-    healths: list[torch.Tensor] = []
+    norms: list[torch.Tensor | None] = []  # per step ‖∇L‖ (B,), or None: taken from gs in bulk
     xs: list[torch.Tensor] = []  # per step, (B, m)
     gs: list[torch.Tensor] = []
+
+    def window_norms(lo: int, hi: int) -> torch.Tensor:
+        if norms[lo] is None:
+            return torch.linalg.vector_norm(torch.stack(gs[lo:hi]), dim=-1)
+        return torch.stack(norms[lo:hi])
+
     stop = torch.full((B,), -1, dtype=torch.long, device=device)
     code = torch.zeros((B,), dtype=torch.long, device=device)
     x_final = base.clone()
@@ -228,20 +238,15 @@ def descend(
         if monitor is not None and monitor_every and k % monitor_every == 0:
             monitor(k, x_k)
         losses.append(value)
-        healths.append(health)
+        norms.append(health)
         xs.append(x_rec)
         gs.append(g_rec)
         last = k == steps
         if last or (k + 1 - checked) >= sync_every:
-            if k == checked and B == 1:  # the common CPU case: plain floats, no reductions
-                h = float(health)
-                running = math.isfinite(h) and (health_only or (math.isfinite(float(value)) and (tol is None or h > tol)))
-                window_loss, window_health = value.unsqueeze(0), health.unsqueeze(0)
-            else:
-                window_loss, window_health = torch.stack(losses[checked:]), torch.stack(healths[checked:])
-                running = _all_running(window_loss, window_health, tol)
+            window_loss, window_norm = torch.stack(losses[checked:]), window_norms(checked, k + 1)
+            running = _all_running(window_loss, window_norm, tol)
             if not running:
-                first, why = _first_stop(window_loss, window_health, tol)
+                first, why = _first_stop(window_loss, window_norm, tol)
                 newly = (stop < 0) & (first >= 0)
                 stop = torch.where(newly, first + checked, stop)
                 code = torch.where(newly, why, code)
@@ -271,7 +276,7 @@ def descend(
         nan = math.nan
         loss = torch.stack(losses[:K]).masked_fill(after, nan)
         rec_g = torch.stack(gs[:K])
-        gnorm = torch.linalg.vector_norm(rec_g, dim=-1) if health_only else torch.stack(healths[:K])
+        gnorm = window_norms(0, K)
         gnorm = gnorm.masked_fill(after, nan)
         rec_x = rec_x.masked_fill(after.unsqueeze(-1), nan)
         rec_g = rec_g.masked_fill(after.unsqueeze(-1), nan)
