@@ -53,6 +53,8 @@ def main() -> None:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         tracking.close_writer()
+        if "runner.sweep" in sys.modules:  # joblib's idle workers would outlive os._exit
+            sys.modules["runner.sweep"].stop_idle_workers()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -76,9 +76,18 @@ def _schemas() -> dict[str, type]:
 
 
 def _values(override) -> list[Any]:
-    if override.is_sweep_override():
+    """The values an override stands for: every choice of a sweep, the ends of an interval (a
+    sweeper such as Optuna draws from it), or the single value."""
+    from hydra.core.override_parser.types import IntervalSweep, ValueType
+
+    if not override.is_sweep_override():
+        return [override.value()]
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        return [value.start, value.end]
+    if override.value_type in (ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP):
         return list(override.sweep_iterator())
-    return [override.value()]
+    return []
 
 
 @lru_cache(maxsize=None)

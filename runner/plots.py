@@ -86,13 +86,17 @@ def _yscale(values: np.ndarray) -> tuple[str, dict[str, Any]]:
     if v.size == 0:
         return "linear", {}
     if v.min() > 0:
-        return ("log", {}) if v.max() / v.min() > 10**DECADES else ("linear", {})
+        with np.errstate(over="ignore"):  # 1e300 / 1e-10 is inf, and rightly "spans decades"
+            spans = v.max() / v.min() > 10**DECADES
+        return ("log", {}) if spans else ("linear", {})
     mag = np.abs(v[v != 0])
     if v.max() > 0 and mag.size:  # changes sign, or runs from 0 up
         # A robust small magnitude: a curve sampled finely through 0 has tiny |v| near the crossing
         # and must not count as spanning decades for that alone.
         small = float(np.percentile(mag, 10))
-        if mag.max() / small > 10**DECADES:
+        with np.errstate(over="ignore"):
+            spans = mag.max() / small > 10**DECADES
+        if spans:
             return "symlog", {"linthresh": small}
     return "linear", {}
 
@@ -127,8 +131,14 @@ def _loss_axes(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, 
     return fig
 
 
-def _legend(ax: Axes, n: int) -> None:
-    if n > 8:
+def _legend(ax: Axes, n: int, below: bool = False) -> None:
+    """A legend inside the axes for up to 8 entries; beyond that outside, beside the axes, or
+    below them where a colorbar already stands beside them."""
+    if n > 8 and below:
+        rows = -(-n // 3)
+        ax.figure.subplots_adjust(bottom=min(0.55, 0.2 + 0.04 * rows))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="x-small", borderaxespad=0)
+    elif n > 8:
         ax.figure.subplots_adjust(right=0.72)  # room for the legend beside the axes
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
     elif n:
@@ -224,7 +234,7 @@ def overlay_paths_figure(
         if len(p):
             ax.scatter(p[:1, 0], p[:1, 1], marker="o", s=40, c=[color], edgecolors="k", zorder=5)
     _decorate_path_axes(ax, X, Y, var_names, minima)
-    _legend(ax, len(paths) + (1 if len(minima) else 0))
+    _legend(ax, len(paths) + (1 if len(minima) else 0), below=True)
     return fig
 
 

@@ -6,7 +6,8 @@ It runs::
         --serve-artifacts --artifacts-destination outputs/mlartifacts \\
         --host 127.0.0.1 --port 5000 --workers 1
 
-in the directory it is started in, and prints the UI's address. Then
+in the directory it is started in (with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless set: the
+server's GenAI job runners are not needed), and prints the UI's address. Then
 
 - the UI shows every run of the store, and the artifacts of runs logged straight into the SQLite
   file (their experiment's artifact location is ``file://…/outputs/mlartifacts``, which this server
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLflow UI and tracking server for {args.store}: http://{args.host}:{args.port}", flush=True)
     print(f"  log sweeps to it with: python -m runner -m ... tracking.uri=http://{args.host}:{args.port}", flush=True)
     cmd = command(args)
+    # MLflow 3's server also starts seven job-runner processes (huey) for its GenAI features; the
+    # runner needs none of them, and on a small machine they double the start-up time.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(cmd[0], cmd)  # the server replaces this process: signals (Ctrl-C) reach it directly
 
 

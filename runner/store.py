@@ -67,15 +67,19 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         )
 
 
-def _quiet_mlflow_logs() -> None:
+def quiet_mlflow_logs() -> None:
+    """MLflow's, alembic's and SQLAlchemy's INFO lines ("Creating initial MLflow database tables…")
+    are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels."""
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def preimport() -> None:
     """Import what opening a store and logging will need (the writer does this while it waits)."""
-    _quiet_mlflow_logs()
+    quiet_mlflow_logs()
     import mlflow.tracking  # noqa: F401
+
+    quiet_mlflow_logs()
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
@@ -93,12 +97,13 @@ class MlflowStore:
     def open(self, uri: str, experiment: str) -> str:
         """Open the store at ``uri`` (creating a SQLite one) and the experiment; its id."""
         check_reachable(uri)
-        _quiet_mlflow_logs()
+        quiet_mlflow_logs()
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        quiet_mlflow_logs()
         try:
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)

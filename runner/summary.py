@@ -4,7 +4,7 @@ What the parent gets (all computed from what the children recorded, so the summa
 launcher ran them and wherever):
 
 - ``summary_table.json`` (``MlflowClient.log_table``): one row per child: its name, the swept values,
-  lr, objective, optimizer, final loss, outcome, steps, status and run id;
+  lr, objective, optimizer, final loss, outcome, final step (steps taken), status and run id;
 - ``summary_loss.png``: the children's loss curves on one axes;
 - ``summary_paths.png``: for a 2-D objective, every child's path on one contour of the objective
   (``summary_paths_<objective>.png`` for each 2-D objective when the sweep varies it);
@@ -146,7 +146,7 @@ def table(children: Sequence[Child], swept: Sequence[str]) -> dict[str, list]:
         cols[key] = [swept_value(c, key) for c in children]
     cols["final_loss"] = [None if math.isnan(c.final_loss) else repr(c.final_loss) for c in children]
     cols["outcome"] = [c.outcome for c in children]
-    cols["steps"] = [c.steps for c in children]
+    cols["final_step"] = [c.steps for c in children]  # steps taken (the param `steps` may be swept)
     cols["status"] = [c.status for c in children]
     cols["run_id"] = [c.run_id for c in children]
     return cols
@@ -193,7 +193,7 @@ def _contour(client, children: Sequence[Child]):
     if problem.dim != 2:
         return None
     names = problem.var_names
-    paths = {}
+    paths, diverged = {}, set()
     for c in children:
         if not all(f"x/{v}" in c.metrics for v in names):
             continue
@@ -202,13 +202,32 @@ def _contour(client, children: Sequence[Child]):
         if not v1 or s1 != s2:
             continue
         paths[c.name] = _as_array(list(zip(v1, v2)))
+        if c.outcome == "diverged":
+            diverged.add(c.name)
     if not paths:
         return None
-    bounds = plots.contour_bounds(list(paths.values()), problem.minima)
+    # The box covers the paths that did not diverge (or, if all did, every start point): a path that
+    # ran off to 1e190 must not shrink the others to a dot. Diverged paths leave the frame.
+    framed = [p for name, p in paths.items() if name not in diverged] or [p[:1] for p in paths.values()]
+    bounds = plots.contour_bounds(framed, problem.minima)
+    for name in diverged:
+        paths[name] = _until_outside(paths[name], bounds)
     X, Y, points = plots.grid_points(bounds)
     with torch.no_grad():
         Z = problem.fn(torch.as_tensor(points, dtype=torch.float64)).reshape(X.shape).numpy()
     return X, Y, Z, paths, names, problem.minima
+
+
+def _until_outside(path, bounds, reach: float = 3.0):
+    """The path up to its first point beyond ``reach`` times the box around the box's centre."""
+    import numpy as np
+
+    xmin, xmax, ymin, ymax = bounds
+    cx, cy, hx, hy = (xmin + xmax) / 2, (ymin + ymax) / 2, reach * (xmax - xmin) / 2, reach * (ymax - ymin) / 2
+    with np.errstate(invalid="ignore"):
+        outside = ~((np.abs(path[:, 0] - cx) <= hx) & (np.abs(path[:, 1] - cy) <= hy))
+    first = int(np.argmax(outside)) if outside.any() else len(path) - 1
+    return path[: first + 1]
 
 
 def _as_array(rows):
@@ -225,6 +244,7 @@ def figures(client, children: Sequence[Child], swept: Sequence[str], title: str,
     from runner import plots
 
     written = []
+    title = title if len(title) <= 60 else title[:59] + "…"
 
     def save(fig, name: str) -> None:
         plots.save_figure(fig, folder / name)
@@ -319,15 +339,15 @@ def describe(description: str, children: Sequence[Child], best: Child | None, ou
     return "\n".join(lines)
 
 
-def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[str, str]:
-    """Summarise the parent's children on it and end it; (status, outcome).
+def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[str, str, Child | None]:
+    """Summarise the parent's children on it and end it; (status, outcome, best child or None).
 
     ``ended``: ``completed`` (every job returned), ``interrupted`` or ``aborted``. The parent is ended
     even when drawing or logging the summary fails (the error goes into the tag ``summary_error``).
     """
-    from runner.store import _quiet_mlflow_logs
+    from runner.store import quiet_mlflow_logs
 
-    _quiet_mlflow_logs()
+    quiet_mlflow_logs()
     from mlflow import MlflowClient
     from mlflow.entities import RunTag
 
@@ -336,7 +356,7 @@ def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[st
     swept = swept_keys_of(parent)
     expected = parent.data.tags.get("sweep.jobs")
     tags: dict[str, str] = {}
-    status, outcome = "FAILED", "aborted"
+    status, outcome, best = "FAILED", "aborted", None
     try:
         children = read_children(client, parent)
         status, outcome = verdict(children, ended, int(expected) if expected and expected.isdigit() else None)
@@ -358,10 +378,38 @@ def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[st
         _warn(tags["summary_error"])
     client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
     client.set_terminated(parent_id, status=status)
-    return status, outcome
+    return status, outcome, best
+
+
+def result_line(run_id: str, status: str, outcome: str, best: Child | None) -> str:
+    line = f"parent run {run_id} ended {status} ({outcome})"
+    return line + (f"; best: {best.name}, final loss {_fmt(best.final_loss)}" if best is not None else "")
 
 
 # -- the guard -------------------------------------------------------------------------------------
+def settle(uri: str, parent_id: str, poll: float = 1.0, limit: float = 30.0) -> None:
+    """Wait until the children stop changing: writers of the jobs may still be finishing their runs
+    when the sweep's process is gone. Children of killed workers stay RUNNING; then the children's
+    states unchanged over two polls is enough."""
+    import time
+
+    from runner.store import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    deadline = time.time() + limit
+    before = None
+    while time.time() < deadline:
+        now = sorted((r.info.run_id, r.info.status, r.info.end_time) for r in search_children(client, parent))
+        if now == before or (now and all(status != "RUNNING" for _, status, _ in now)):
+            return
+        before = now
+        time.sleep(poll)
+
+
 def guard(uri: str, parent_id: str) -> int:
     """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``."""
     import signal
@@ -372,11 +420,12 @@ def guard(uri: str, parent_id: str) -> int:
         return 0
     ended = "interrupted" if "interrupted" in words else "aborted"
     try:
-        status, outcome = finish_sweep(uri, parent_id, ended)
+        settle(uri, parent_id)
+        status, outcome, best = finish_sweep(uri, parent_id, ended)
     except Exception as exc:  # noqa: BLE001
         print(f"warning: sweep parent run {parent_id} could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(f"sweep {ended}: parent run {parent_id} ended {status} ({outcome})", file=sys.stderr)
+    print(f"sweep {ended}: {result_line(parent_id, status, outcome, best)}", file=sys.stderr)
     return 0
 
 

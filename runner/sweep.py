@@ -134,9 +134,13 @@ def enable_wal(uri: str) -> None:
     if path is None or not path.exists():
         return
     import sqlite3
+    from contextlib import closing
 
-    with sqlite3.connect(path, timeout=20) as db:
-        db.execute("PRAGMA journal_mode=WAL")
+    try:
+        with closing(sqlite3.connect(path, timeout=20)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # e.g. a file system without shared memory: keep the rollback journal
+        print(f"warning: {uri}: cannot switch to write-ahead logging ({exc}); parallel jobs will wait longer", file=sys.stderr)
 
 
 # -- the guard -------------------------------------------------------------------------------------
@@ -211,9 +215,9 @@ class SweepCallback(Callback):
         import mlflow  # noqa: F401 - before quieting: importing it resets its loggers' levels
 
         from runner.errors import report_and_exit
-        from runner.store import MlflowStore, StoreError, _quiet_mlflow_logs, resolve_uri
+        from runner.store import MlflowStore, StoreError, quiet_mlflow_logs, resolve_uri
 
-        _quiet_mlflow_logs()
+        quiet_mlflow_logs()
 
         uri = resolve_uri(config.tracking.uri)
         choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
