@@ -85,7 +85,9 @@ def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
     X, Y, points = plots.grid_points(bounds)
     with torch.no_grad():
         Z = problem.fn(torch.as_tensor(points, dtype=problem.x0.dtype, device=problem.x0.device))
-    return X, Y, Z.reshape(X.shape).cpu().numpy(), path
+    # Only the bounds and Z travel to the writer (which rebuilds X and Y), and Z in float32: a
+    # sixth of the bytes, plenty for a contour plot.
+    return bounds, Z.reshape(X.shape).cpu().numpy().astype(np.float32), path
 
 
 def compile_plan(cfg: DictConfig, backend) -> tuple[Any, float | None]:
@@ -140,7 +142,14 @@ def run_optimize(cfg: DictConfig) -> float:
             "task": cfg.task,
         }
         params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-        run_id = store.start_run(name, params, tags, parent_run_id=os.environ.get(PARENT_ENV) or None)
+        parent = os.environ.get(PARENT_ENV) or None
+        if tracking.in_process_sweep():
+            # Jobs in this process need not wait for MLflow's run id: the writer creates the run
+            # when it gets there and maps this handle to it; the sweep's end waits for all of it.
+            run_id = tracking.new_handle()
+            store.start_run(name, params, tags, parent_run_id=parent, handle=run_id, _wait=False)
+        else:
+            run_id = store.start_run(name, params, tags, parent_run_id=parent)
 
     x_names = [problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)]
     started = time.time()
@@ -183,8 +192,8 @@ def run_optimize(cfg: DictConfig) -> float:
                     "plots": {
                         "steps": np.arange(final + 1),
                         "loss": traj.loss[: final + 1, 0],
-                        "grid": None if grid is None else grid[:3],
-                        "path": None if grid is None else grid[3],
+                        "grid": None if grid is None else grid[:2],
+                        "path": None if grid is None else grid[2],
                         # Plain strings: the writer must not unpickle (and import) our name sequences.
                         "var_names": [str(n) for n in problem.var_names[:2]],
                         "minima": problem.minima,
@@ -221,7 +230,7 @@ def print_summary(name, problem, traj, final, outcome, run_id, cfg) -> None:
     if problem.dim > 8:
         shown += ", …"
     print(f"{name}: {outcome} at step {final}, loss {start_loss:.7g} -> {final_loss:.7g}, x = [{shown}]")
-    if run_id is not None:
+    if run_id is not None and not tracking.is_handle(run_id):
         uri = resolve_uri(cfg.tracking.uri)
         print(f"  mlflow run {run_id} in experiment '{cfg.tracking.experiment}' at {uri}")
     sys.stdout.flush()

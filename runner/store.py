@@ -92,6 +92,22 @@ class MlflowStore:
         self.client = None
         self.uri = ""
         self.experiment_id = ""
+        self._handles: dict[str, str] = {}  # caller's names for runs started without waiting
+
+    def run_id(self, run: str) -> str:
+        """The MLflow run id of ``run``: a run id, or a handle given to :meth:`start_run`."""
+        return self._handles.get(run, run)
+
+    def get_experiment_id(self) -> str:
+        return self.experiment_id
+
+    def run_function(self, target: str, *args, **kwargs) -> Any:
+        """Call ``pkg.module:function(*args, **kwargs)`` here (in the writer: MLflow and matplotlib
+        are imported already), e.g. the sweep's summary; its result must pickle without torch."""
+        import importlib
+
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     # -- store and experiment ---------------------------------------------------------------
     def open(self, uri: str, experiment: str) -> str:
@@ -131,8 +147,10 @@ class MlflowStore:
         tags: Mapping[str, str],
         parent_run_id: str | None = None,
         description: str | None = None,
+        handle: str | None = None,
     ) -> str:
-        """Create a run with its params and tags in one batch; its id."""
+        """Create a run with its params and tags in one batch; its id. With ``handle``, later calls
+        may name the run by that handle (the caller did not wait for the id)."""
         from mlflow.entities import Param, RunTag
 
         all_tags = dict(tags)
@@ -142,6 +160,8 @@ class MlflowStore:
             all_tags["mlflow.note.content"] = description
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
+        if handle:
+            self._handles[handle] = run_id
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
@@ -154,6 +174,7 @@ class MlflowStore:
         """
         from mlflow.entities import Metric
 
+        run_id = self.run_id(run_id)
         now = timestamp_ms or int(time.time() * 1000)
         metrics = []
         for key, (steps, values) in series.items():
@@ -167,13 +188,13 @@ class MlflowStore:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+        self.client.log_batch(self.run_id(run_id), tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> None:
         """Set the final tags and the run's status (``_wait`` matters only through the writer)."""
         if tags:
             self.set_tags(run_id, tags)
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(self.run_id(run_id), status=status)
 
     # -- artifacts --------------------------------------------------------------------------
     def log_files(self, run_id: str, files: Mapping[str, bytes | str]) -> None:
@@ -183,7 +204,7 @@ class MlflowStore:
                 path = Path(tmp, rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content if isinstance(content, bytes) else content.encode())
-            self.client.log_artifacts(run_id, tmp)
+            self.client.log_artifacts(self.run_id(run_id), tmp)
 
     def log_run_artifacts(self, run_id: str, bundle: Mapping[str, Any]) -> None:
         """The artifacts of one descent: config, trajectory table and plots.
@@ -204,7 +225,8 @@ class MlflowStore:
             fig = plots.loss_figure(spec["steps"], spec["loss"], f"{title}: loss")
             plots.save_figure(fig, Path(tmp, "loss.png"))
             if spec.get("grid") is not None:
-                X, Y, Z = spec["grid"]
+                bounds, Z = spec["grid"]
+                X, Y, _ = plots.grid_points(bounds, Z.shape[0])
                 fig = plots.path_figure(X, Y, Z, spec["path"], spec["var_names"], f"{title}: path", spec.get("minima", ()))
                 plots.save_figure(fig, Path(tmp, "path.png"))
             for png in Path(tmp).iterdir():

@@ -16,8 +16,10 @@ The writer exits when the pipe closes (so it never outlives a killed parent).
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,9 +28,9 @@ from typing import Any
 # ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
 # does not wait either (an in-process sweep: the process's last flush waits for it).
-SYNC = {"start_run", "end_run", "call", "flush"}
+SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id"}
 IMMEDIATE = {"open"}  # executed on arrival even though nobody waits
-BARRIER = {"end_run", "call", "flush"}  # wait for everything sent before them
+BARRIER = {"end_run", "call", "flush", "run_function"}  # wait for everything sent before them
 
 
 class StoreProcess:
@@ -47,6 +49,27 @@ class StoreProcess:
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)
         self._recv = Connection(from_child_r, writable=False)
+        # Messages go out through a thread: a write blocks while the writer is busy and the pipe is
+        # full (64 KB), and a blocked write releases the GIL, so the job goes on meanwhile.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken = False
+        self._sender = threading.Thread(target=self._send_loop, name="mlflow-writer-pipe", daemon=True)
+        self._sender.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                break
+            try:
+                self._send.send(message)
+            except (OSError, BrokenPipeError, ValueError):
+                self._broken = True
+                break
+        try:
+            self._send.close()
+        except OSError:
+            pass
         self._used = False  # nothing sent yet: closing may simply stop the process
 
     def _request(self, method: str, *args, **kwargs) -> Any:
@@ -54,10 +77,12 @@ class StoreProcess:
 
         self._used = True
         wait = method in SYNC and kwargs.pop("_wait", True)
+        if self._broken:
+            raise StoreError("tracking: the MLflow writer process stopped unexpectedly")
+        self._outbox.put((method, args, kwargs, wait))
+        if not wait:
+            return None
         try:
-            self._send.send((method, args, kwargs, wait))
-            if not wait:
-                return None
             status, value = self._recv.recv()
         except (EOFError, OSError, BrokenPipeError):
             raise StoreError("tracking: the MLflow writer process stopped unexpectedly") from None
@@ -75,10 +100,8 @@ class StoreProcess:
         if not self._used:
             self.kill()
             return
-        try:
-            self._send.close()
-        except OSError:
-            pass
+        self._outbox.put(None)  # the sender thread closes the pipe after the last message
+        self._sender.join(timeout)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -88,8 +111,8 @@ class StoreProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        for conn in (self._send, self._recv):
-            conn.close()
+        self._outbox.put(None)
+        self._recv.close()
 
 
 def serve(read_fd: int, write_fd: int) -> None:

@@ -212,12 +212,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or not config.tracking.enabled:
             return
-        import mlflow  # noqa: F401 - before quieting: importing it resets its loggers' levels
-
+        from runner import tracking
         from runner.errors import report_and_exit
-        from runner.store import MlflowStore, StoreError, quiet_mlflow_logs, resolve_uri
-
-        quiet_mlflow_logs()
+        from runner.store import StoreError, resolve_uri
 
         uri = resolve_uri(config.tracking.uri)
         choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
@@ -232,15 +229,18 @@ class SweepCallback(Callback):
         if jobs is not None:
             tags["sweep.jobs"] = str(jobs)
         description = f"Sweep: `{command_line()}`"
+        # Through the writer process (runner.store_process), which has MLflow imported already: this
+        # process then never imports MLflow, and the store opens while it imports torch.
         try:
-            store = MlflowStore()
+            store = tracking.writer()
             store.open(uri, config.tracking.experiment)
             if self.wal:
-                enable_wal(uri)
+                store.run_function("runner.sweep:enable_wal", uri)
             run_id = store.start_run(sweep_name(config), sweep_params(config), tags, description=description)
+            experiment_id = store.get_experiment_id()
         except StoreError as exc:
             report_and_exit(exc)
-        self._uri, self._run_id, self._experiment_id = uri, run_id, store.experiment_id
+        self._uri, self._run_id, self._experiment_id = uri, run_id, experiment_id
         self._guard = Guard(uri, run_id)
         os.environ[PARENT_ENV] = run_id
         os.environ[SWEPT_ENV] = ",".join(swept)
@@ -249,15 +249,22 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._run_id is None:
             return
+        from runner import tracking
+        from runner.store import StoreError
         from runner.summary import finish_sweep, result_line
-        from runner.tracking import flush_writer
 
-        flush_writer()  # jobs run in this process finish their runs in the background
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
         ended = False
         try:
-            status, outcome, best = finish_sweep(self._uri, self._run_id, "completed")
+            # In the writer, after everything the jobs of this process sent it (a barrier): the
+            # summary's MLflow reads and figures need no imports there.
+            try:
+                status, outcome, best = tracking.writer().run_function(
+                    "runner.summary:finish_sweep", self._uri, self._run_id, "completed"
+                )
+            except StoreError:
+                status, outcome, best = finish_sweep(self._uri, self._run_id, "completed")
             ended = True
         finally:  # if the summary could not end the parent, the guard tries once more
             if self._guard is not None:

@@ -39,6 +39,18 @@ def flush_writer() -> None:
         _WRITER.flush()
 
 
+_HANDLES = iter(range(1, 1 << 62))
+
+
+def new_handle() -> str:
+    """A name for a run whose MLflow id this process does not wait for (see ``MlflowStore.run_id``)."""
+    return f"pending-run-{next(_HANDLES)}"
+
+
+def is_handle(run_id: str) -> bool:
+    return run_id.startswith("pending-run-")
+
+
 def in_process_sweep() -> bool:
     """Whether this job is one of a multirun whose jobs all run in this process (the basic
     launcher): its runs may then be finished in the background, the sweep's end flushes them."""

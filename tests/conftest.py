@@ -59,6 +59,18 @@ def client(workdir):
     return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
 
 
+def make_problem(name: str, dtype=None, **overrides):
+    """A :class:`runner.problem.Problem` from objective-config keys, float64 on the CPU by default."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from runner.problem import build_problem
+
+    cfg = dict(name=name, init=None, dim=None, expr=None, vars=None, target=None, wrt=None)
+    cfg.update(overrides)
+    return build_problem(OmegaConf.create(cfg), dtype=dtype or torch.float64, device=torch.device("cpu"))
+
+
 def runs_of(client, experiment: str = "runner"):
     """All runs of an experiment, oldest first."""
     exp = client.get_experiment_by_name(experiment)

@@ -6,20 +6,14 @@ import math
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+
+from conftest import make_problem as problem
 
 from runner.backends import Autograd, FiniteDifference
 from runner.loop import descend, sample_coords
 from runner.optimizers import ManualDescent
-from runner.problem import build_problem
 
-F64, CPU = torch.float64, torch.device("cpu")
-
-
-def problem(name, **overrides):
-    cfg = dict(name=name, init=None, dim=None, expr=None, vars=None, target=None, wrt=None)
-    cfg.update(overrides)
-    return build_problem(OmegaConf.create(cfg), dtype=F64, device=CPU)
+F64 = torch.float64
 
 
 def manual(lr):

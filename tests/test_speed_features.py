@@ -10,26 +10,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import run_cli, runs_of
+from conftest import run_cli, runs_of, make_problem as problem
 from runner.backends import Autograd, FiniteDifference
 from runner.compiled import CompiledAutograd, CompiledBackend
 from runner.errors import UserError
 from runner.loop import descend
 from runner.memory import check_fits, estimate_bytes
 from runner.optimizers import ManualDescent
-from runner.problem import build_problem
 from runner.progress import make_progress
 from runner.tracking import log_stride, sampled_steps
 
 F64, CPU = torch.float64, torch.device("cpu")
-
-
-def problem(name, **overrides):
-    cfg = dict(name=name, init=None, dim=None, expr=None, vars=None, target=None, wrt=None)
-    cfg.update(overrides)
-    return build_problem(OmegaConf.create(cfg), dtype=F64, device=CPU)
 
 
 @pytest.fixture(scope="module")

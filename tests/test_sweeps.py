@@ -241,8 +241,8 @@ def test_interrupted_sweep_ends_the_parent_killed(tmp_path, empty_store):
     lrs = ",".join(str(0.0001 * k) for k in range(1, 9))
     proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "objective=f", f"lr={lrs}", "steps=2000"],
                             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # interrupt once the first child is recorded
-        if line.startswith("  mlflow run "):
+    for line in proc.stdout:  # interrupt once the first job has reported its result
+        if line.startswith("f-manual-lr"):
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
