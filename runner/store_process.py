@@ -53,6 +53,7 @@ class StoreProcess:
         # full (64 KB), and a blocked write releases the GIL, so the job goes on meanwhile.
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._broken = False
+        self._used = False  # nothing sent yet: closing may simply stop the process
         self._sender = threading.Thread(target=self._send_loop, name="mlflow-writer-pipe", daemon=True)
         self._sender.start()
 
@@ -70,7 +71,6 @@ class StoreProcess:
             self._send.close()
         except OSError:
             pass
-        self._used = False  # nothing sent yet: closing may simply stop the process
 
     def _request(self, method: str, *args, **kwargs) -> Any:
         from runner.store import StoreError
