@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import tracking
 from runner.backends import make_backend, resolve_device, resolve_dtype
-from runner.errors import UserError
 from runner.loop import Trajectory, descend, sample_coords
 from runner.memory import check_fits
 from runner.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name

@@ -116,12 +116,12 @@ class _EagerStepper:
         value, grad = self.backend.value_and_grad(self.loss, self.p)
         self.grad = grad
         x_k = self.problem.assemble(self.p.detach(), self.base)
-        health = None if self.g_whole else torch.linalg.vector_norm(grad, dim=-1)
+        norm = None if self.g_whole else torch.linalg.vector_norm(grad, dim=-1)
         # Copies of x: the optimizer updates p in place. The gradient is a fresh tensor every
         # step, and no optimizer here writes into .grad, so it is kept as it is.
         x_rec = x_k.clone() if self.x_whole else x_k.index_select(-1, self.x_index)
         g_rec = grad if self.g_whole else grad.index_select(-1, self.g_index)
-        return x_k, value, health, x_rec, g_rec
+        return x_k, value, norm, x_rec, g_rec
 
     def _reevaluate(self):
         self.optimizer.zero_grad()
@@ -234,11 +234,11 @@ def descend(
 
     checked, k, frozen = 0, 0, None
     for k in range(steps + 1):
-        x_k, value, health, x_rec, g_rec = stepper.evaluate()
+        x_k, value, norm, x_rec, g_rec = stepper.evaluate()
         if monitor is not None and monitor_every and k % monitor_every == 0:
             monitor(k, x_k)
         losses.append(value)
-        norms.append(health)
+        norms.append(norm)
         xs.append(x_rec)
         gs.append(g_rec)
         last = k == steps

@@ -98,6 +98,9 @@ class MlflowStore:
         """The MLflow run id of ``run``: a run id, or a handle given to :meth:`start_run`."""
         return self._handles.get(run, run)
 
+    def flush(self) -> None:
+        """Nothing to do here: through the writer, answering it means everything before is done."""
+
     def get_experiment_id(self) -> str:
         return self.experiment_id
 
@@ -151,7 +154,7 @@ class MlflowStore:
     ) -> str:
         """Create a run with its params and tags in one batch; its id. With ``handle``, later calls
         may name the run by that handle (the caller did not wait for the id)."""
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         all_tags = dict(tags)
         if parent_run_id:

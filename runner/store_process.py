@@ -137,7 +137,7 @@ def serve(read_fd: int, write_fd: int) -> None:
 
     def execute(method: str, args, kwargs) -> tuple[str, Any]:
         try:
-            return ("ok", None if method == "flush" else getattr(store, method)(*args, **kwargs))
+            return ("ok", getattr(store, method)(*args, **kwargs))
         except store_module.StoreError as exc:
             return ("error", str(exc))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as one line

@@ -13,7 +13,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runner.store import resolve_uri
 
 _WRITER = None  # the process-wide store writer (StoreProcess or MlflowStore)
 
