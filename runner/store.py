@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import urllib.error
@@ -88,15 +89,25 @@ def preimport() -> None:
 class MlflowStore:
     """One tracking store and one experiment, opened once, used for many runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool=None) -> None:
         self.client = None
         self.uri = ""
         self.experiment_id = ""
         self._handles: dict[str, str] = {}  # caller's names for runs started without waiting
+        # With a plot pool (the writer's, :mod:`runner.plot_pool`), a run's figures are drawn while
+        # other calls go on; its end_run waits (deferred) until they are logged, so a run that
+        # reads FINISHED has all of its artifacts.
+        self.pool = pool
+        self._plots_pending: set[str] = set()
+        self._deferred_end: dict[str, tuple[str, Mapping[str, str] | None]] = {}
 
     def run_id(self, run: str) -> str:
         """The MLflow run id of ``run``: a run id, or a handle given to :meth:`start_run`."""
         return self._handles.get(run, run)
+
+    def resolve(self, run: str) -> str:
+        """:meth:`run_id`, as a call that waits (through the writer: for every call sent before)."""
+        return self.run_id(run)
 
     def flush(self) -> None:
         """Nothing to do here: through the writer, answering it means everything before is done."""
@@ -158,7 +169,7 @@ class MlflowStore:
 
         all_tags = dict(tags)
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags["mlflow.parentRunId"] = self.run_id(parent_run_id)
         if description:
             all_tags["mlflow.note.content"] = description
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
@@ -195,9 +206,26 @@ class MlflowStore:
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> None:
         """Set the final tags and the run's status (``_wait`` matters only through the writer)."""
+        run_id = self.run_id(run_id)
+        if run_id in self._plots_pending:  # ended by plots_done, once its figures are logged
+            self._deferred_end[run_id] = (status, tags)
+            return
         if tags:
             self.set_tags(run_id, tags)
-        self.client.set_terminated(self.run_id(run_id), status=status)
+        self.client.set_terminated(run_id, status=status)
+
+    def plots_done(self, run_id: str, files: Mapping[str, bytes], error: str | None) -> None:
+        """Log a run's figures drawn by the pool, then end the run if its end_run came meanwhile.
+        A figure that failed is left out with a warning: the run and its other artifacts stand."""
+        self._plots_pending.discard(run_id)
+        try:
+            if error:
+                print(f"warning: tracking: run {run_id}: {error}", file=sys.stderr)
+            if files:
+                self.log_files(run_id, files)
+        finally:
+            if run_id in self._deferred_end:
+                self.end_run(run_id, *self._deferred_end.pop(run_id))
 
     # -- artifacts --------------------------------------------------------------------------
     def log_files(self, run_id: str, files: Mapping[str, bytes | str]) -> None:
@@ -212,29 +240,22 @@ class MlflowStore:
     def log_run_artifacts(self, run_id: str, bundle: Mapping[str, Any]) -> None:
         """The artifacts of one descent: config, trajectory table and plots.
 
-        ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array) and ``plots``
-        (the arguments of :mod:`runner.plots` functions, computed by the main process).
+        ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array), ``title`` and
+        ``plots`` (the arguments of :func:`runner.plots.run_figure_jobs`, computed by the main
+        process). With a plot pool the figures are drawn meanwhile and logged by :meth:`plots_done`.
         """
-        from runner import plots
+        from runner import plot_pool, plots
 
-        files: dict[str, bytes | str] = {"config.yaml": bundle["config"]}
+        run_id = self.run_id(run_id)
         header, rows = bundle["table"]
-        files["trajectory.csv"] = _csv(header, rows)
-        # Values near float's limit (a diverging run) overflow inside matplotlib's scale transforms;
-        # the figure is right all the same, so the warnings would only be noise on stderr.
-        with tempfile.TemporaryDirectory(prefix="runner-plots-") as tmp, np.errstate(all="ignore"):
-            title = bundle["title"]
-            spec = bundle["plots"]
-            fig = plots.loss_figure(spec["steps"], spec["loss"], f"{title}: loss")
-            plots.save_figure(fig, Path(tmp, "loss.png"))
-            if spec.get("grid") is not None:
-                bounds, Z = spec["grid"]
-                X, Y, _ = plots.grid_points(bounds, Z.shape[0])
-                fig = plots.path_figure(X, Y, Z, spec["path"], spec["var_names"], f"{title}: path", spec.get("minima", ()))
-                plots.save_figure(fig, Path(tmp, "path.png"))
-            for png in Path(tmp).iterdir():
-                files[f"plots/{png.name}"] = png.read_bytes()
-        self.log_files(run_id, files)
+        self.log_files(run_id, {"config.yaml": bundle["config"], "trajectory.csv": _csv(header, rows)})
+        figures = plots.run_figure_jobs(bundle["title"], **bundle["plots"])
+        if self.pool is not None:
+            self._plots_pending.add(run_id)
+            self.pool.submit(run_id, figures)
+            return
+        files, error = plot_pool.draw_job(figures)
+        self.plots_done(run_id, files, error)
 
     def call(self, method: str, *args, **kwargs) -> Any:
         """Any other MlflowClient method (log_table, log_figure, search_runs …)."""

@@ -20,7 +20,7 @@ smallest finite final loss.
 Parent status: FINISHED when every job finished; FAILED when a job failed or the sweep stopped early
 (``sweep.outcome`` ``failed_jobs``, ``aborted`` or ``missing_jobs``); KILLED when it was interrupted.
 
-The guard: ``python -m runner.summary --guard URI RUN_ID`` is started by :mod:`runner.sweep` when a
+The guard: ``python -m runner.summary --guard URI TOKEN`` is started by :mod:`runner.sweep` when a
 sweep begins and waits on its stdin. The sweep writes ``done`` when it has ended the parent itself;
 if the pipe closes without that (the launching process was interrupted, a job failed and Hydra
 stopped the sweep, the process was killed), the guard summarises what was recorded and ends the
@@ -175,13 +175,37 @@ def _objective_key(child: Child) -> tuple:
     return tuple(sorted((k, v) for k, v in child.params.items() if k.startswith("objective.") and k not in ("objective.init", "objective.wrt")))
 
 
-def _contour(client, children: Sequence[Child]):
-    """(X, Y, Z, paths, var_names, minima) of a group of children on one 2-D objective, else None."""
+def contour_inputs(client, children: Sequence[Child]) -> dict | None:
+    """What a paths figure of a group of children (one objective) needs from MLflow, without torch:
+    the objective's config (from the first child's params) and, for each child that logged exactly
+    two coordinates, their ``x/<var>`` histories. None when there is nothing to draw."""
     import yaml
 
-    first = children[0]
-    spec = {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in first.params.items() if k.startswith("objective.")}
+    spec = {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in children[0].params.items() if k.startswith("objective.")}
     if not spec.get("name"):
+        return None
+    series: dict[str, dict[str, list[float]]] = {}
+    for c in children:
+        names = sorted(k[2:] for k in c.metrics if k.startswith("x/"))
+        if len(names) != 2:
+            continue
+        (s1, v1), (s2, v2) = (history(client, c.run_id, f"x/{v}") for v in names)
+        if v1 and s1 == s2:
+            series[c.name] = dict(zip(names, (v1, v2)))
+    if not series:
+        return None
+    return {"spec": spec, "series": series, "diverged": [c.name for c in children if c.outcome == "diverged"]}
+
+
+def contour_from(inputs: dict | None):
+    """(bounds, Z, paths, var_names, minima) for :func:`runner.plots.overlay_paths_figure`, or None
+    when the objective is not 2-D. Needs torch (the objective is evaluated on a grid), so it runs
+    where torch already is: the sweep's own process after in-process jobs, else the writer.
+
+    The box covers the paths that did not diverge (or, if all did, every start point): a path that
+    ran off to 1e190 must not shrink the others to a dot. Diverged paths are cut where they leave it.
+    """
+    if inputs is None:
         return None
     import torch
     from omegaconf import OmegaConf
@@ -189,33 +213,44 @@ def _contour(client, children: Sequence[Child]):
     from runner import plots
     from runner.problem import build_problem
 
-    problem = build_problem(OmegaConf.create(spec), dtype=torch.float64, device=torch.device("cpu"))
+    problem = build_problem(OmegaConf.create(inputs["spec"]), dtype=torch.float64, device=torch.device("cpu"))
     if problem.dim != 2:
         return None
-    names = problem.var_names
-    paths, diverged = {}, set()
-    for c in children:
-        if not all(f"x/{v}" in c.metrics for v in names):
-            continue
-        s1, v1 = history(client, c.run_id, f"x/{names[0]}")
-        s2, v2 = history(client, c.run_id, f"x/{names[1]}")
-        if not v1 or s1 != s2:
-            continue
-        paths[c.name] = _as_array(list(zip(v1, v2)))
-        if c.outcome == "diverged":
-            diverged.add(c.name)
+    names = [str(n) for n in problem.var_names]
+    paths = {
+        name: _as_array(list(zip(xs[names[0]], xs[names[1]])))
+        for name, xs in inputs["series"].items()
+        if set(xs) == set(names)
+    }
     if not paths:
         return None
-    # The box covers the paths that did not diverge (or, if all did, every start point): a path that
-    # ran off to 1e190 must not shrink the others to a dot. Diverged paths leave the frame.
+    diverged = set(inputs["diverged"]) & set(paths)
     framed = [p for name, p in paths.items() if name not in diverged] or [p[:1] for p in paths.values()]
     bounds = plots.contour_bounds(framed, problem.minima)
     for name in diverged:
         paths[name] = _until_outside(paths[name], bounds)
-    X, Y, points = plots.grid_points(bounds)
+    X, _, points = plots.grid_points(bounds)
     with torch.no_grad():
         Z = problem.fn(torch.as_tensor(points, dtype=torch.float64)).reshape(X.shape).numpy()
-    return X, Y, Z, paths, names, problem.minima
+    return bounds, Z, paths, names, [list(map(float, m)) for m in problem.minima]
+
+
+def groups_by_objective(children: Sequence[Child]) -> dict[tuple, list[Child]]:
+    groups: dict[tuple, list[Child]] = {}
+    for c in children:
+        groups.setdefault(_objective_key(c), []).append(c)
+    return groups
+
+
+_READ: dict[str, list[Child]] = {}  # parent id -> children read by contour_inputs_of, for finish_sweep
+
+
+def contour_inputs_of(uri: str, parent_id: str) -> dict[tuple, dict | None]:
+    """:func:`contour_inputs` of each objective group of the parent's children (run in the writer
+    by the sweep's process, which then evaluates :func:`contour_from` itself, where torch is)."""
+    client, parent = _open(uri, parent_id)
+    children = _READ[parent_id] = read_children(client, parent)
+    return {key: contour_inputs(client, group) for key, group in groups_by_objective(children).items()}
 
 
 def _until_outside(path, bounds, reach: float = 3.0):
@@ -236,37 +271,34 @@ def _as_array(rows):
     return np.asarray(rows, dtype=float).reshape(-1, 2)
 
 
-def figures(client, children: Sequence[Child], swept: Sequence[str], title: str, folder: Path) -> list[str]:
-    """Draw the summary figures into ``folder``; their file names. A figure that cannot be drawn is
-    skipped with a warning (the table and tags still go on)."""
+def figures(
+    client, children: Sequence[Child], swept: Sequence[str], title: str, folder: Path, contours: dict | None = None
+) -> list[str]:
+    """Draw the summary figures into ``folder``; their file names. ``contours``: the result of
+    :func:`contour_from` for each objective group, when the caller computed them (else they are
+    computed here). The figures are drawn on both cores (:mod:`runner.plot_pool`). A figure that
+    cannot be drawn is skipped with a warning (the table and tags still go on)."""
     import numpy as np
 
-    from runner import plots
+    from runner import plot_pool
 
-    written = []
     title = title if len(title) <= 60 else title[:59] + "…"
-
-    def save(fig, name: str) -> None:
-        plots.save_figure(fig, folder / name)
-        written.append(name)
-
+    jobs: list[tuple[str, str, tuple]] = []
     curves = {c.name: (np.asarray(c.loss_steps), np.asarray(c.loss)) for c in children if c.loss}
     if curves:
-        save(plots.overlay_loss_figure(curves, f"{title}: loss"), "summary_loss.png")
-    groups: dict[tuple, list[Child]] = {}
-    for c in children:
-        groups.setdefault(_objective_key(c), []).append(c)
-    for group in groups.values():
+        jobs.append(("summary_loss.png", "runner.plots:overlay_loss_figure", (curves, f"{title}: loss")))
+    groups = groups_by_objective(children)
+    for key, group in groups.items():
         try:
-            found = _contour(client, group)
+            found = contours[key] if contours is not None and key in contours else contour_from(contour_inputs(client, group))
         except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
             _warn(f"no paths figure for objective {group[0].params.get('objective.name')}: {type(exc).__name__}: {exc}")
             continue
         if found is None:
             continue
-        X, Y, Z, paths, names, minima = found
+        bounds, Z, paths, names, minima = found
         name = "summary_paths.png" if len(groups) == 1 else f"summary_paths_{_safe(group[0].params.get('objective.name', 'objective'))}.png"
-        save(plots.overlay_paths_figure(X, Y, Z, paths, names, f"{title}: paths", minima), name)
+        jobs.append((name, "runner.plots:overlay_paths_on_grid", (bounds, Z, paths, names, f"{title}: paths", minima)))
     for key in swept:
         others = [k for k in swept if k != key]
         series: dict[str, tuple[list[str], list[float]]] = {}
@@ -276,8 +308,16 @@ def figures(client, children: Sequence[Child], swept: Sequence[str], title: str,
             values.append(swept_value(c, key))
             losses.append(c.final_loss)
         if series:
-            save(final_loss_by_group(series, key, f"{title}: final loss vs {key}"), f"summary_final_loss_{_safe(key)}.png")
-    return written
+            jobs.append((f"summary_final_loss_{_safe(key)}.png", "runner.summary:final_loss_by_group", (series, key, f"{title}: final loss vs {key}")))
+    written = []
+    # One job per figure, so that both workers share them.
+    for name, (files, error) in plot_pool.draw_all([(job[0], [job]) for job in jobs]).items():
+        if error:
+            _warn(error)
+        for file_name, data in files.items():
+            (folder / file_name).write_bytes(data)
+            written.append(file_name)
+    return sorted(written, key=[job[0] for job in jobs].index)
 
 
 def final_loss_by_group(series: dict[str, tuple[list[str], list[float]]], param: str, title: str):
@@ -307,11 +347,7 @@ def final_loss_by_group(series: dict[str, tuple[list[str], list[float]]], param:
         x, y = x[order], y[order]
         ok = np.isfinite(y)
         ax.plot(x[ok], y[ok], "-o" if numeric else "o", ms=5, color=f"C{i % 10}", label=label)
-    if len(series) > 8:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
-    else:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+    plots._legend(ax, len(series))
     return fig
 
 
@@ -339,26 +375,36 @@ def describe(description: str, children: Sequence[Child], best: Child | None, ou
     return "\n".join(lines)
 
 
-def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[str, str, Child | None]:
-    """Summarise the parent's children on it and end it; (status, outcome, best child or None).
-
-    ``ended``: ``completed`` (every job returned), ``interrupted`` or ``aborted``. The parent is ended
-    even when drawing or logging the summary fails (the error goes into the tag ``summary_error``).
-    """
+def _open(uri: str, parent_id: str):
     from runner.store import quiet_mlflow_logs
 
     quiet_mlflow_logs()
     from mlflow import MlflowClient
-    from mlflow.entities import RunTag
 
     client = MlflowClient(tracking_uri=uri)
-    parent = client.get_run(parent_id)
+    return client, client.get_run(parent_id)
+
+
+def finish_sweep(
+    uri: str, parent_id: str, ended: str = "completed", contours: dict | None = None
+) -> tuple[str, str, Child | None]:
+    """Summarise the parent's children on it and end it; (status, outcome, best child or None).
+
+    ``ended``: ``completed`` (every job returned), ``interrupted`` or ``aborted``. ``contours``: the
+    paths figures' grids, computed by the caller from :func:`contour_inputs_of` (whose reading of
+    the children is then reused). The parent is ended even when drawing or logging the summary
+    fails (the error goes into the tag ``summary_error``).
+    """
+    from mlflow.entities import RunTag
+
+    client, parent = _open(uri, parent_id)
+    read_before = _READ.pop(parent_id, None)
     swept = swept_keys_of(parent)
     expected = parent.data.tags.get("sweep.jobs")
     tags: dict[str, str] = {}
     status, outcome, best = "FAILED", "aborted", None
     try:
-        children = read_children(client, parent)
+        children = read_before if read_before is not None and contours is not None else read_children(client, parent)
         status, outcome = verdict(children, ended, int(expected) if expected and expected.isdigit() else None)
         failed = sum(c.status != "FINISHED" for c in children)
         tags.update({"sweep.outcome": outcome, "sweep.children": str(len(children)), "sweep.failed": str(failed)})
@@ -370,7 +416,7 @@ def finish_sweep(uri: str, parent_id: str, ended: str = "completed") -> tuple[st
             client.log_table(parent_id, data=table(children, swept), artifact_file=TABLE)
             title = parent.info.run_name or "sweep"
             with tempfile.TemporaryDirectory(prefix="runner-sweep-") as tmp:
-                if figures(client, children, swept, title, Path(tmp)):
+                if figures(client, children, swept, title, Path(tmp), contours):
                     client.log_artifacts(parent_id, tmp)
     except Exception as exc:  # noqa: BLE001 - the parent must still be ended
         tags["summary_error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -410,8 +456,25 @@ def settle(uri: str, parent_id: str, poll: float = 1.0, limit: float = 30.0) -> 
         time.sleep(poll)
 
 
-def guard(uri: str, parent_id: str) -> int:
-    """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``."""
+def find_parent(uri: str, token: str) -> str | None:
+    """MLflow's id of the sweep's parent run, found by its ``sweep.token`` tag (None if it was never
+    created)."""
+    from runner.store import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, filter_string=f"tags.`sweep.token` = '{token}'", max_results=1) if experiments else []
+    return found[0].info.run_id if found else None
+
+
+def guard(uri: str, token: str) -> int:
+    """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``.
+
+    The parent is named by its ``sweep.token`` tag: the sweep's process may not know MLflow's id of
+    it yet (with the basic launcher its jobs run before it asks)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
@@ -420,10 +483,14 @@ def guard(uri: str, parent_id: str) -> int:
         return 0
     ended = "interrupted" if "interrupted" in words else "aborted"
     try:
+        parent_id = find_parent(uri, token)
+        if parent_id is None:
+            print("warning: the sweep ended before its parent run was created", file=sys.stderr)
+            return 1
         settle(uri, parent_id)
         status, outcome, best = finish_sweep(uri, parent_id, ended)
     except Exception as exc:  # noqa: BLE001
-        print(f"warning: sweep parent run {parent_id} could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"warning: sweep parent run (token {token}) could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"sweep {ended}: {result_line(parent_id, status, outcome, best)}", file=sys.stderr)
     return 0
@@ -434,5 +501,5 @@ if __name__ == "__main__":
         code = guard(sys.argv[2], sys.argv[3])
         sys.stderr.flush()
         os._exit(code)
-    print("usage: python -m runner.summary --guard TRACKING_URI PARENT_RUN_ID", file=sys.stderr)
+    print("usage: python -m runner.summary --guard TRACKING_URI SWEEP_TOKEN", file=sys.stderr)
     sys.exit(2)

@@ -28,6 +28,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +144,41 @@ def enable_wal(uri: str) -> None:
         print(f"warning: {uri}: cannot switch to write-ahead logging ({exc}); parallel jobs will wait longer", file=sys.stderr)
 
 
+def in_process_launcher(config: DictConfig) -> bool:
+    """Whether the jobs run in this process (Hydra's basic launcher)."""
+    return str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith("BasicLauncher")
+
+
+def optimizer_choices(config: DictConfig) -> set[str]:
+    """The optimizer config choices the sweep's jobs will use."""
+    for o in parse_overrides(list(config.hydra.overrides.task)):
+        if _key(o) == "optimizer":
+            return {str(v) for v in (o.sweep_iterator() if o.is_sweep_override() else [o.value()])}
+    return {str(OmegaConf.select(config, "hydra.runtime.choices.optimizer", default="manual"))}
+
+
+def warm_up(config: DictConfig) -> None:
+    """Import what the first job would (torch; torch.optim's lazy import of torch._dynamo, ~1.5 s,
+    unless every job uses the hand-written update), while the writer is still getting ready."""
+    import runner.job  # noqa: F401 - torch and the runner's modules
+
+    if optimizer_choices(config) != {"manual"}:
+        import torch._dynamo  # noqa: F401
+    import gc
+
+    gc.freeze()  # what was imported lives as long as the process: no collection need walk it again
+
+
 # -- the guard -------------------------------------------------------------------------------------
 class Guard:
     """A process that ends the parent run if this process goes away before the sweep ends it."""
 
-    def __init__(self, uri: str, run_id: str) -> None:
+    def __init__(self, uri: str, token: str) -> None:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.summary", "--guard", uri, run_id],
+            [sys.executable, "-m", "runner.summary", "--guard", uri, token],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=env,
@@ -201,20 +227,20 @@ class SweepCallback(Callback):
         self.enabled = enabled
         self.wal = wal
         self._uri: str | None = None
-        self._run_id: str | None = None
-        self._experiment_id = ""
+        self._run_id: str | None = None  # MLflow's id of the parent run, or the writer's handle for it
+        self._experiment = ""
         self._guard: Guard | None = None
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks to their workers; the run and the guard stay here.
-        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_experiment_id": "", "_guard": None}
+        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_experiment": "", "_guard": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or not config.tracking.enabled:
             return
         from runner import tracking
         from runner.errors import report_and_exit
-        from runner.store import StoreError, resolve_uri
+        from runner.store import StoreError, check_reachable, resolve_uri
 
         uri = resolve_uri(config.tracking.uri)
         choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
@@ -229,22 +255,37 @@ class SweepCallback(Callback):
         if jobs is not None:
             tags["sweep.jobs"] = str(jobs)
         description = f"Sweep: `{command_line()}`"
-        # Through the writer process (runner.store_process), which has MLflow imported already: this
-        # process then never imports MLflow, and the store opens while it imports torch.
+        # The guard finds the parent by this tag: it may have to end it before this process knows
+        # MLflow's id of it.
+        token = uuid.uuid4().hex
+        tags["sweep.token"] = token
+        # Through the writer process (runner.store_process), which imports MLflow and opens the store
+        # (~3-5 s on 2 cores) while this process imports what the jobs need. With the basic launcher
+        # nothing here waits for the writer: the jobs of this process name the parent run by a handle
+        # that the writer maps to MLflow's id. Jobs in other processes need the id itself.
+        in_process = in_process_launcher(config)
         try:
+            check_reachable(uri)  # a bad URI fails now, not after the jobs
             store = tracking.writer()
             store.open(uri, config.tracking.experiment)
             if self.wal:
-                store.run_function("runner.sweep:enable_wal", uri)
-            run_id = store.start_run(sweep_name(config), sweep_params(config), tags, description=description)
-            experiment_id = store.get_experiment_id()
+                store.run_function("runner.sweep:enable_wal", uri, _wait=False)
+            handle = tracking.new_handle()
+            store.start_run(sweep_name(config), sweep_params(config), tags, description=description, handle=handle, _wait=False)
+            parent = handle if in_process else store.resolve(handle)
         except StoreError as exc:
             report_and_exit(exc)
-        self._uri, self._run_id, self._experiment_id = uri, run_id, experiment_id
-        self._guard = Guard(uri, run_id)
-        os.environ[PARENT_ENV] = run_id
+        self._uri, self._run_id, self._experiment = uri, parent, config.tracking.experiment
+        self._guard = Guard(uri, token)
+        os.environ[PARENT_ENV] = parent
         os.environ[SWEPT_ENV] = ",".join(swept)
-        print(f"sweep: parent run {run_id} in experiment '{config.tracking.experiment}' at {uri}", flush=True)
+        if in_process:
+            warm_up(config)
+        else:
+            self._announce()
+
+    def _announce(self) -> None:
+        print(f"sweep: parent run {self._run_id} in experiment '{self._experiment}' at {self._uri}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._run_id is None:
@@ -260,17 +301,30 @@ class SweepCallback(Callback):
             # In the writer, after everything the jobs of this process sent it (a barrier): the
             # summary's MLflow reads and figures need no imports there.
             try:
-                status, outcome, best = tracking.writer().run_function(
-                    "runner.summary:finish_sweep", self._uri, self._run_id, "completed"
+                writer = tracking.writer()
+                if tracking.is_handle(self._run_id):
+                    self._run_id = writer.resolve(self._run_id)
+                    self._announce()
+                experiment_id = writer.get_experiment_id()
+                contours = None
+                if "torch" in sys.modules:  # the jobs ran here: evaluate the paths figures' grids here
+                    contours = contour_grids(writer.run_function("runner.summary:contour_inputs_of", self._uri, self._run_id))
+                status, outcome, best = writer.run_function(
+                    "runner.summary:finish_sweep", self._uri, self._run_id, "completed", contours
                 )
-            except StoreError:
+            except StoreError as exc:
+                if tracking.is_handle(self._run_id):  # the writer is gone; the guard ends the parent
+                    from runner.errors import report_and_exit
+
+                    report_and_exit(exc)
                 status, outcome, best = finish_sweep(self._uri, self._run_id, "completed")
+                experiment_id = ""
             ended = True
         finally:  # if the summary could not end the parent, the guard tries once more
             if self._guard is not None:
                 self._guard.release(done=ended)
         print(f"sweep: {result_line(self._run_id, status, outcome, best)}", flush=True)
-        page = f"#/experiments/{self._experiment_id}/runs/{self._run_id}"
+        page = f"#/experiments/{experiment_id}/runs/{self._run_id}"
         if self._uri.startswith(("http://", "https://")):
             print(f"  compare the runs at {self._uri.rstrip('/')}/{page}", flush=True)
         else:
@@ -280,6 +334,22 @@ class SweepCallback(Callback):
             print(f"  compare the runs: {serve}, then open http://127.0.0.1:5000/{page}", flush=True)
         self._run_id = None
         stop_idle_workers()
+
+
+def contour_grids(inputs: dict) -> dict:
+    """:func:`runner.summary.contour_from` of each objective group, in this process (which has torch:
+    the writer then need not import it); a group that fails gets no paths figure and a warning."""
+    from runner.summary import _warn, contour_from
+
+    grids = {}
+    for key, group in inputs.items():
+        try:
+            grids[key] = contour_from(group)
+        except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
+            name = (group or {}).get("spec", {}).get("name")
+            _warn(f"no paths figure for objective {name}: {type(exc).__name__}: {exc}")
+            grids[key] = None
+    return grids
 
 
 def stop_idle_workers() -> None:

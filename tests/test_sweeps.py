@@ -85,6 +85,10 @@ def check_children(client, parent, children, expected_names, steps=100, metrics=
         for key in metrics:
             points = client.get_metric_history(c.info.run_id, key)
             assert sorted(m.step for m in points) == list(range(steps + 1)), (c.info.run_name, key)
+        # A run reads FINISHED only once all of its artifacts are in (figures are drawn meanwhile).
+        files = {a.path for a in client.list_artifacts(c.info.run_id)} | {a.path for a in client.list_artifacts(c.info.run_id, "plots")}
+        two_d = "x/x2" in metrics or "x/y" in metrics
+        assert {"config.yaml", "trajectory.csv", "plots/loss.png"} | ({"plots/path.png"} if two_d else set()) <= files, c.info.run_name
 
 
 def check_summary(client, parent, children, swept, figures):
@@ -122,7 +126,7 @@ BASIC = ["-m", "objective=rosenbrock", "optimizer=adam", "lr=0.001,0.01", "steps
 def basic(tmp_path_factory, empty_store):
     workdir = make_workdir(tmp_path_factory.mktemp("basic"), empty_store)
     started = time.time()
-    result = run_cli(*BASIC, cwd=workdir)
+    result = run_cli(*BASIC, cwd=workdir, env={"RUNNER_WRITER_REPORT": "1"})
     print(f"basic sweep, 4 jobs: {time.time() - started:.1f} s")
     assert result.returncode == 0, result.stderr
     client = client_for(workdir)
@@ -157,6 +161,21 @@ def test_basic_sweep_summary(basic):
     for c in children:
         assert f"| {c.info.run_name} |" in description
     assert f"best: `{parent.data.tags['best_child']}`" in description
+    # The paths figure's contour was evaluated in the sweep's process, which has torch: not in the writer.
+    assert "writer: torch imported: False" in result.stderr
+
+
+@pytest.mark.slow
+def test_basic_sweep_does_not_wait_for_the_parent_run_id(basic):
+    """With the basic launcher the jobs name the parent by the writer's handle; the id is printed
+    (and the guard finds the run by its token) once the writer has made it."""
+    result, client, parent, children = basic
+    assert len(parent.data.tags["sweep.token"]) == 32
+    lines = result.stdout.splitlines()
+    announced = lines.index(f"sweep: parent run {parent.info.run_id} in experiment 'runner' at sqlite:///outputs/mlflow.db")
+    assert announced > max(i for i, line in enumerate(lines) if line.startswith("rosenbrock-adam-lr"))
+    assert summary.find_parent(client.tracking_uri, parent.data.tags["sweep.token"]) == parent.info.run_id
+    assert summary.find_parent(client.tracking_uri, "0" * 32) is None
 
 
 # -- joblib: 8 jobs on 2 workers, on a store the sweep creates ---------------------------------------
