@@ -98,7 +98,7 @@ class MlflowStore:
         # other calls go on; its end_run waits (deferred) until they are logged, so a run that
         # reads FINISHED has all of its artifacts.
         self.pool = pool
-        self._plots_pending: set[str] = set()
+        self._plots_pending: dict[str, dict[str, Any]] = {}  # run id -> files so far, figures left
         self._deferred_end: dict[str, tuple[str, Mapping[str, str] | None]] = {}
 
     def run_id(self, run: str) -> str:
@@ -214,15 +214,21 @@ class MlflowStore:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
 
-    def plots_done(self, run_id: str, files: Mapping[str, bytes], error: str | None) -> None:
-        """Log a run's figures drawn by the pool, then end the run if its end_run came meanwhile.
-        A figure that failed is left out with a warning: the run and its other artifacts stand."""
-        self._plots_pending.discard(run_id)
+    def plots_done(self, key: tuple[str, str], files: Mapping[str, bytes], error: str | None) -> None:
+        """One figure of a run, drawn by the pool. With the run's last figure, log all of its
+        artifacts in one call and end the run if its end_run came meanwhile. A figure that failed
+        is left out with a warning: the run and its other artifacts stand."""
+        run_id, _ = key
+        pending = self._plots_pending[run_id]
+        pending["files"].update(files)
+        pending["left"] -= 1
+        if error:
+            print(f"warning: tracking: run {run_id}: {error}", file=sys.stderr)
+        if pending["left"] > 0:
+            return
+        del self._plots_pending[run_id]
         try:
-            if error:
-                print(f"warning: tracking: run {run_id}: {error}", file=sys.stderr)
-            if files:
-                self.log_files(run_id, files)
+            self.log_files(run_id, pending["files"])
         finally:
             if run_id in self._deferred_end:
                 self.end_run(run_id, *self._deferred_end.pop(run_id))
@@ -242,20 +248,25 @@ class MlflowStore:
 
         ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array), ``title`` and
         ``plots`` (the arguments of :func:`runner.plots.run_figure_jobs`, computed by the main
-        process). With a plot pool the figures are drawn meanwhile and logged by :meth:`plots_done`.
+        process). With a plot pool the figures are drawn meanwhile; :meth:`plots_done` logs them
+        together with the config and the table, in one call.
         """
         from runner import plot_pool, plots
 
         run_id = self.run_id(run_id)
         header, rows = bundle["table"]
-        self.log_files(run_id, {"config.yaml": bundle["config"], "trajectory.csv": _csv(header, rows)})
+        files = {"config.yaml": bundle["config"], "trajectory.csv": _csv(header, rows)}
         figures = plots.run_figure_jobs(bundle["title"], **bundle["plots"])
-        if self.pool is not None:
-            self._plots_pending.add(run_id)
-            self.pool.submit(run_id, figures)
+        if self.pool is None:
+            drawn, error = plot_pool.draw_job(figures)
+            if error:
+                print(f"warning: tracking: run {run_id}: {error}", file=sys.stderr)
+            self.log_files(run_id, {**files, **drawn})
             return
-        files, error = plot_pool.draw_job(figures)
-        self.plots_done(run_id, files, error)
+        # One job per figure, so that both workers can share even a single run's figures.
+        self._plots_pending[run_id] = {"files": files, "left": len(figures)}
+        for figure in figures:
+            self.pool.submit((run_id, figure[0]), [figure])
 
     def call(self, method: str, *args, **kwargs) -> Any:
         """Any other MlflowClient method (log_table, log_figure, search_runs …)."""
