@@ -151,7 +151,18 @@ def run_optimize(cfg: DictConfig) -> float:
             run_id = store.start_run(name, params, tags, parent_run_id=parent)
 
     x_names = [problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)]
+    g_names = [problem.wrt_names[i] for i in sample_coords(k, cfg.tracking.max_coords)]
+    stride = tracking.log_stride(cfg.steps, cfg.tracking.log_every)
     started = time.time()
+    streamed = 0  # metrics of steps before this one went to the writer during the descent
+
+    def stream(lo: int, hi: int, records) -> None:
+        # A long run's metrics are logged by the writer (the other core) while the descent goes on,
+        # instead of all at once after it (~0.5 s for 20,000 steps on the dev box).
+        nonlocal streamed
+        store.log_metrics(run_id, tracking.window_series(lo, records, 0, x_names, g_names, stride), int(started * 1000))
+        streamed = hi
+
     try:
         traj = descend(
             problem,
@@ -165,6 +176,7 @@ def run_optimize(cfg: DictConfig) -> float:
             monitor_every=cfg.check_grad_every,
             progress=make_progress(cfg.progress, cfg.steps, name),
             fused_lr=fused_lr,
+            stream=stream if store is not None else None,
         )
     except BaseException as exc:
         if store is not None:
@@ -172,11 +184,9 @@ def run_optimize(cfg: DictConfig) -> float:
             store.end_run(run_id, status, {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
 
-    g_names = [problem.wrt_names[i] for i in traj.grad_coords]
     outcome, final = traj.outcome[0], int(traj.final_step[0])
     if store is not None:
-        stride = tracking.log_stride(final, cfg.tracking.log_every)
-        series = tracking.metric_series(traj, 0, x_names, g_names, stride)
+        series = tracking.metric_series(traj, 0, x_names, g_names, stride, start=streamed)
         if checker is not None:
             series.update(checker.series())
         store.log_metrics(run_id, series, int(started * 1000))

@@ -191,6 +191,8 @@ def descend(
     monitor_every: int = 0,
     progress: Callable[[int, float], None] | None = None,
     fused_lr: float | None = None,
+    stream: Callable[[int, int, dict[str, np.ndarray]], None] | None = None,
+    stream_every: int = 2048,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -202,6 +204,10 @@ def descend(
         progress: called as ``progress(k, loss_of_row_0)`` every so often.
         fused_lr: plain descent with this step as one compiled function (``backend.compile=true``);
             ``make_optimizer`` is then not used.
+        stream: called as ``stream(lo, hi, records)`` with the records of steps lo … hi − 1 (numpy
+            ``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``) once they are final:
+            about every ``stream_every`` steps, at a stopping test that found every row running. A
+            long run's metrics can then be logged while it goes on; the Trajectory still holds all.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
@@ -232,7 +238,15 @@ def descend(
     code = torch.zeros((B,), dtype=torch.long, device=device)
     x_final = base.clone()
 
-    checked, k, frozen = 0, 0, None
+    def records(lo: int, hi: int) -> dict[str, np.ndarray]:
+        return {
+            "loss": torch.stack(losses[lo:hi]).cpu().numpy(),
+            "grad_norm": window_norms(lo, hi).cpu().numpy(),
+            "x": torch.stack(xs[lo:hi]).cpu().numpy(),
+            "grad": torch.stack(gs[lo:hi]).cpu().numpy(),
+        }
+
+    checked, k, frozen, streamed = 0, 0, None, 0
     for k in range(steps + 1):
         x_k, value, norm, x_rec, g_rec = stepper.evaluate()
         if monitor is not None and monitor_every and k % monitor_every == 0:
@@ -257,6 +271,9 @@ def descend(
                 if bool(frozen.all()):
                     break
             checked = k + 1
+            if stream is not None and running and frozen is None and checked - streamed >= stream_every and not last:
+                stream(streamed, checked, records(streamed, checked))
+                streamed = checked
             if progress is not None:
                 progress(k, float(value[0]))
         if last:

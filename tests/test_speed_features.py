@@ -19,7 +19,7 @@ from runner.loop import descend
 from runner.memory import check_fits, estimate_bytes
 from runner.optimizers import ManualDescent
 from runner.progress import make_progress
-from runner.tracking import log_stride, sampled_steps
+from runner.tracking import log_stride, metric_series, sampled_steps, window_series
 
 F64, CPU = torch.float64, torch.device("cpu")
 
@@ -58,6 +58,45 @@ def test_metric_sampling_stride():
     assert log_stride(100, 7) == 7
     assert sampled_steps(10, 3).tolist() == [0, 3, 6, 9, 10]  # the final step is always there
     assert sampled_steps(9, 3).tolist() == [0, 3, 6, 9]
+
+
+def test_streamed_windows_are_the_trajectorys_records_and_sample_like_it():
+    """The loop hands out final records while it runs; windows plus the tail are the whole series."""
+    f = problem("f")
+    windows = []
+    traj = descend(f, Autograd(), lambda p: ManualDescent(p, 0.01), steps=5000,
+                   stream=lambda lo, hi, rec: windows.append((lo, hi, rec)), stream_every=1000)
+    assert [(lo, hi) for lo, hi, _ in windows] == [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096)]
+    for lo, hi, rec in windows:
+        assert np.array_equal(rec["loss"], traj.loss[lo:hi]) and np.array_equal(rec["x"], traj.x[lo:hi])
+        assert np.array_equal(rec["grad"], traj.grad[lo:hi]) and np.array_equal(rec["grad_norm"], traj.grad_norm[lo:hi])
+    stride = log_stride(5000, "auto")
+    whole = metric_series(traj, 0, ["x"], ["x"], stride)
+    parts = [window_series(lo, rec, 0, ["x"], ["x"], stride) for lo, _, rec in windows]
+    parts.append(metric_series(traj, 0, ["x"], ["x"], stride, start=windows[-1][1]))
+    for key, (steps, values) in whole.items():
+        assert np.array_equal(np.concatenate([p[key][0] for p in parts]), steps), key
+        assert np.array_equal(np.concatenate([p[key][1] for p in parts]), values), key
+
+
+def test_nothing_is_streamed_past_a_stop():
+    f = problem("f")
+    windows = []
+    traj = descend(f, Autograd(), lambda p: ManualDescent(p, 1.0), steps=5000,  # diverges near step 450
+                   stream=lambda lo, hi, rec: windows.append((lo, hi)), stream_every=64)
+    assert traj.outcome == ["diverged"]
+    assert windows and windows[-1][1] <= traj.final_step[0]
+    assert [lo for lo, _ in windows] == [hi for _, hi in [(0, 0)] + windows[:-1]]
+
+
+@pytest.mark.slow
+def test_a_long_run_streams_its_metrics_and_records_them_all(workdir, client):
+    result = run_cli("objective=g", "lr=0.001", "steps=5000", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    (run,) = runs_of(client)
+    assert run.data.tags["log_every"] == "5"
+    for key in ("loss", "grad_norm", "x/x1", "x/x2", "grad/x1", "grad/x2"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(0, 5001, 5)), key
 
 
 @pytest.mark.slow
