@@ -128,14 +128,12 @@ def serve(read_fd: int, write_fd: int) -> None:
     :mod:`runner.plot_pool`: by a forked helper, and here whenever there is nothing else to do.
     Everything is finished before the writer exits.
     """
+    import signal
     from multiprocessing.connection import wait
 
     from runner import plot_pool
     from runner import store as store_module
-
-    import signal
-
-    from runner.__main__ import GC_THRESHOLD
+    from runner.__main__ import GC_THRESHOLD  # (runner/__main__.py imports only os and sys)
 
     # Ctrl-C in a terminal reaches every process of the group. The main process handles it (the
     # sweep's parent run ends KILLED) and then closes the pipe; the writer must outlive that to
