@@ -84,8 +84,9 @@ def compose_job(loader, original, master_config, sweep_overrides: list[str]):
         o.is_hydra_override() and "searchpath" in o.key_or_group for o in parsed
     ):
         return original(loader, master_config, sweep_overrides)
-    shaping = [o.input_line for o in parsed if shapes_defaults(loader, o)]
-    values = [o for o in parsed if not shapes_defaults(loader, o)]
+    shaped = [shapes_defaults(loader, o) for o in parsed]
+    shaping = [o.input_line for o, s in zip(parsed, shaped) if s]
+    values = [o for o, s in zip(parsed, shaped) if not s]
     if not values:
         return original(loader, master_config, sweep_overrides)
 

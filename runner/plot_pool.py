@@ -23,7 +23,7 @@ import io
 import os
 import sys
 from collections import deque
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Iterable
 
 Figures = list  # [(file name, "module:function", args tuple)]

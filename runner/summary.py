@@ -235,6 +235,21 @@ def contour_from(inputs: dict | None):
     return bounds, Z, paths, names, [list(map(float, m)) for m in problem.minima]
 
 
+def contour_grids(inputs: dict) -> dict:
+    """:func:`contour_from` of each objective group's inputs (a dict from :func:`contour_inputs`, or a
+    function that reads it); a group that fails gets no paths figure (None) and a warning. The sweep's
+    process calls it when it has torch, so that the writer need not import it."""
+    grids = {}
+    for key, group in inputs.items():
+        try:
+            grids[key] = contour_from(group() if callable(group) else group)
+        except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
+            name = dict(key).get("objective.name", "?")
+            _warn(f"no paths figure for objective {name}: {type(exc).__name__}: {exc}")
+            grids[key] = None
+    return grids
+
+
 def groups_by_objective(children: Sequence[Child]) -> dict[tuple, list[Child]]:
     groups: dict[tuple, list[Child]] = {}
     for c in children:
@@ -288,12 +303,10 @@ def figures(
     if curves:
         jobs.append(("summary_loss.png", "runner.plots:overlay_loss_figure", (curves, f"{title}: loss")))
     groups = groups_by_objective(children)
+    if contours is None:
+        contours = contour_grids({key: (lambda group=group: contour_inputs(client, group)) for key, group in groups.items()})
     for key, group in groups.items():
-        try:
-            found = contours[key] if contours is not None and key in contours else contour_from(contour_inputs(client, group))
-        except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
-            _warn(f"no paths figure for objective {group[0].params.get('objective.name')}: {type(exc).__name__}: {exc}")
-            continue
+        found = contours.get(key)
         if found is None:
             continue
         bounds, Z, paths, names, minima = found

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,16 @@ NAMED_FIRST = ("objective", "optimizer", "lr")  # the parts every run name start
 
 # -- what the sweep varies -------------------------------------------------------------------------
 def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of a command line's overrides (cached: naming, counting and describing a sweep
+    each read the same ones)."""
+    return list(_parse(tuple(overrides)))
+
+
+@lru_cache(maxsize=8)
+def _parse(overrides: tuple[str, ...]) -> tuple:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return OverridesParser.create().parse_overrides(list(overrides))
+    return tuple(OverridesParser.create().parse_overrides(list(overrides)))
 
 
 def _key(override) -> str:
@@ -292,7 +300,7 @@ class SweepCallback(Callback):
             return
         from runner import tracking
         from runner.store import StoreError
-        from runner.summary import finish_sweep, result_line
+        from runner.summary import contour_grids, finish_sweep, result_line
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
@@ -334,22 +342,6 @@ class SweepCallback(Callback):
             print(f"  compare the runs: {serve}, then open http://127.0.0.1:5000/{page}", flush=True)
         self._run_id = None
         stop_idle_workers()
-
-
-def contour_grids(inputs: dict) -> dict:
-    """:func:`runner.summary.contour_from` of each objective group, in this process (which has torch:
-    the writer then need not import it); a group that fails gets no paths figure and a warning."""
-    from runner.summary import _warn, contour_from
-
-    grids = {}
-    for key, group in inputs.items():
-        try:
-            grids[key] = contour_from(group)
-        except Exception as exc:  # noqa: BLE001 - e.g. a custom target not importable here
-            name = (group or {}).get("spec", {}).get("name")
-            _warn(f"no paths figure for objective {name}: {type(exc).__name__}: {exc}")
-            grids[key] = None
-    return grids
 
 
 def stop_idle_workers() -> None:

@@ -8,7 +8,6 @@ back through MlflowClient.
 from __future__ import annotations
 
 import math
-import re
 import signal
 import subprocess
 import sys
@@ -122,15 +121,20 @@ def check_summary(client, parent, children, swept, figures):
 BASIC = ["-m", "objective=rosenbrock", "optimizer=adam", "lr=0.001,0.01", "steps=50,100"]
 
 
-@pytest.fixture(scope="module")
-def basic(tmp_path_factory, empty_store):
-    workdir = make_workdir(tmp_path_factory.mktemp("basic"), empty_store)
+def run_sweep(workdir: Path, what: str, *args: str, env: dict | None = None):
+    """Run a sweep that must succeed; (result, client, parent, children)."""
     started = time.time()
-    result = run_cli(*BASIC, cwd=workdir, env={"RUNNER_WRITER_REPORT": "1"})
-    print(f"basic sweep, 4 jobs: {time.time() - started:.1f} s")
+    result = run_cli(*args, cwd=workdir, env=env)
+    print(f"{what}: {time.time() - started:.1f} s")
     assert result.returncode == 0, result.stderr
     client = client_for(workdir)
     return result, client, *sweep_runs(client)
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory, empty_store):
+    workdir = make_workdir(tmp_path_factory.mktemp("basic"), empty_store)
+    return run_sweep(workdir, "basic sweep, 4 jobs", *BASIC, env={"RUNNER_WRITER_REPORT": "1"})
 
 
 @pytest.mark.slow
@@ -183,13 +187,8 @@ def test_basic_sweep_does_not_wait_for_the_parent_run_id(basic):
 def joblib_sweep(tmp_path_factory):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     workdir = make_workdir(tmp_path_factory.mktemp("joblib"), None)  # no store yet: the callback makes it
-    started = time.time()
-    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "objective=g",
-                     "optimizer=sgd,adam", "lr=0.001,0.003,0.01,0.03", cwd=workdir)
-    print(f"joblib sweep, 8 jobs on 2 workers: {time.time() - started:.1f} s")
-    assert result.returncode == 0, result.stderr
-    client = client_for(workdir)
-    return result, client, *sweep_runs(client)
+    return run_sweep(workdir, "joblib sweep, 8 jobs on 2 workers", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "objective=g", "optimizer=sgd,adam", "lr=0.001,0.003,0.01,0.03")
 
 
 @pytest.mark.slow
@@ -217,12 +216,8 @@ def test_joblib_sweep_summary(joblib_sweep):
 def test_submitit_local_sweep(tmp_path, empty_store):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     workdir = make_workdir(tmp_path, empty_store)
-    started = time.time()
-    result = run_cli("-m", "hydra/launcher=submitit_local", "objective=f", "lr=0.001,0.01", cwd=workdir)
-    print(f"submitit_local sweep, 2 jobs: {time.time() - started:.1f} s")
-    assert result.returncode == 0, result.stderr
-    client = client_for(workdir)
-    parent, children = sweep_runs(client)
+    result, client, parent, children = run_sweep(workdir, "submitit_local sweep, 2 jobs", "-m",
+                                                 "hydra/launcher=submitit_local", "objective=f", "lr=0.001,0.01")
     check_children(client, parent, children, ["f-manual-lr0.001", "f-manual-lr0.01"], metrics=("loss", "grad_norm", "x/x"))
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweep.launcher"] == "submitit_local"
