@@ -499,7 +499,7 @@ def bare_central_difference(x):
 def runner_finite_difference(repo: Path, dim: int, device: str):
     """A zero-argument call of the runner's finite-difference backend on its Rosenbrock problem.
 
-    Through the composed config and ``runner.job.build`` (what a run does); if that fails, the
+    Through the composed config and ``runner.descent.build.build`` (what a run does); if that fails, the
     ``FiniteDifference`` class on the registered objective directly. Returns (call, how).
     """
     overrides = ["objective=rosenbrock", f"objective.dim={dim}", "backend=finite_diff", f"backend.device={device}"]
@@ -508,7 +508,7 @@ def runner_finite_difference(repo: Path, dim: int, device: str):
         from hydra.core.global_hydra import GlobalHydra
 
         from runner.config import register_configs
-        from runner.job import build
+        from runner.descent.build import build
 
         register_configs()
         GlobalHydra.instance().clear()
@@ -520,12 +520,12 @@ def runner_finite_difference(repo: Path, dim: int, device: str):
         p = problem.params(base)
         if type(backend).__name__ != "FiniteDifference":
             raise TypeError(f"backend=finite_diff built {type(backend).__name__}")
-        return (lambda: backend.value_and_grad(loss, p)), "runner.job.build → FiniteDifference.value_and_grad"
+        return (lambda: backend.value_and_grad(loss, p)), "runner.descent.build.build → FiniteDifference.value_and_grad"
     except Exception as exc:  # noqa: BLE001 - fall back, and say so
         import torch
 
         import objectives
-        from runner.backends import FiniteDifference
+        from runner.descent.backends import FiniteDifference
 
         fn = objectives.get("rosenbrock").fn
         p = torch.tensor([[-1.2 if i % 2 == 0 else 1.0 for i in range(dim)]], dtype=torch.float64, device=device)

@@ -18,7 +18,7 @@ Three numbers, measured in this one process, and written to ``--out`` as JSON:
   Rosenbrock diverges in a few steps and the runner stops.
 
 When the runner's job cannot be called that way (its API changed, ``backend.compile`` is not a key…),
-the error is recorded and the step is measured through ``runner.job.build`` + ``runner.loop.descend``
+the error is recorded and the step is measured through ``runner.descent.build.build`` + ``runner.descent.loop.descend``
 if that works; the JSON says which (``runner_how``) and what failed (``runner_errors``).
 
 ``--device cpu --dim 100000`` runs the same code on the CPU: a smoke test of this script, not case (d).
@@ -165,9 +165,9 @@ def runner_step(repo: Path, overrides: list[str], device: torch.device, repeat: 
         return call
 
     def via_api():
-        from runner.job import build
-        from runner.loop import descend
-        from runner.optimizers import make_optimizer
+        from runner.descent.loop import descend
+        from runner.descent.optimizers import make_optimizer
+        from runner.descent.build import build
 
         cfg = compose(repo, overrides + fixed)
         problem, backend, _ = build(cfg)
@@ -190,7 +190,7 @@ def runner_step(repo: Path, overrides: list[str], device: torch.device, repeat: 
 
         return call
 
-    for how, make in (("runner.job.run_job", via_job), ("runner.job.build + runner.loop.descend", via_api)):
+    for how, make in (("runner.job.run_job", via_job), ("runner.descent.build.build + runner.descent.loop.descend", via_api)):
         try:
             call = make()
             first = call(short)  # compiles (when the runner compiles)

@@ -4,7 +4,7 @@ Types live here, values in ``conf/*.yaml``. Each YAML file of a group starts fro
 (``defaults: [base_<group>]``), so a key that the schema does not know fails at composition time
 (``objective.inti=...`` is an error, not a silently ignored typo). The optimizer group is the
 exception: its keys are whatever the chosen ``torch.optim`` class takes, so its schema is open and
-:mod:`runner.optimizers` checks them against the class signature instead.
+:mod:`runner.descent.optimizers` checks them against the class signature instead.
 """
 
 from __future__ import annotations

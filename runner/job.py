@@ -1,80 +1,216 @@
 """One Hydra job: validate the config, build the run, descend, record it in MLflow, report.
 
-This is the only module that knows about all the others; it knows nothing of Hydra itself beyond
-reading the composed config (``HydraConfig`` only to name runs in a multirun).
+``run_optimize`` reads as the steps it takes: :func:`prepare` (the problem, backend, name and checks),
+:func:`start_record` (the MLflow run), :func:`descend_recorded` (the loop, streaming metrics),
+:func:`finish_record` (metrics, artifacts, final tags) and :func:`report` (the lines on stdout). It knows
+nothing of Hydra beyond the composed config (``HydraConfig`` only names runs in a multirun).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import tracking
-from runner.backends import make_backend, resolve_device, resolve_dtype
-from runner.loop import Trajectory, descend, sample_coords
-from runner.memory import check_fits
-from runner.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
-from runner.problem import Problem, build_problem
-from runner.progress import make_progress
-from runner.store import resolve_uri
+from runner.descent.build import build, compile_plan
+from runner.descent.loop import Trajectory, descend, sample_coords
+from runner.descent.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
+from runner.descent.problem import Problem
+from runner.descent.progress import make_progress
+from runner.tracking import records
+from runner.tracking.naming import run_name, swept_extras
+from runner.tracking.recorder import RunRecorder, open_store
+from runner.tracking.store import resolve_uri
+from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
 
-def build(cfg: DictConfig) -> tuple[Problem, Any, torch.device]:
-    """The problem and backend, on the configured dtype and device."""
-    dtype = resolve_dtype(cfg.backend.dtype)
-    size = len(cfg.objective.init) if cfg.objective.init is not None else (cfg.objective.dim or 1)
-    device = resolve_device(cfg.backend.device, size)
-    # Before anything of size d is allocated: a run that cannot fit says so with an estimate.
-    moving = len(cfg.objective.wrt) if cfg.objective.wrt else size
-    check_fits(
-        size, moving, 1, dtype, device, cfg.backend.name, bool(cfg.backend.compile),
-        bool(cfg.backend.richardson), cfg.steps, 2 * min(size, cfg.tracking.max_coords),
+
+@dataclass
+class Plan:
+    """What one descent run is, decided before it starts."""
+
+    cfg: DictConfig
+    problem: Problem
+    backend: Any
+    device: torch.device
+    name: str
+    optimizer: str
+    x_names: list[str]
+    g_names: list[str]
+    stride: int
+    warning: str | None = None
+    checker: Any = None  # a GradChecker with check_grad=true
+    fused_lr: float | None = None  # plain descent as one compiled step (backend.compile=true)
+
+
+def run_job(cfg: DictConfig) -> float:
+    """The task function behind ``python -m runner``."""
+    validate(cfg)
+    if cfg.task == "derivatives":
+        from runner.curvature.task import run_derivatives
+
+        return run_derivatives(cfg)
+    return run_optimize(cfg)
+
+
+def run_optimize(cfg: DictConfig) -> float:
+    """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
+    plan = prepare(cfg)
+    store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
+    check_optimizer(plan)
+    recorder = start_record(plan, store) if store is not None else None
+    traj, streamed = descend_recorded(plan, recorder)
+    if recorder is not None:
+        finish_record(plan, recorder, traj, streamed)
+    report(plan, traj, recorder)
+    final_loss = traj.final_loss(0)
+    return final_loss if math.isfinite(final_loss) else math.inf
+
+
+def prepare(cfg: DictConfig) -> Plan:
+    """Build the problem and backend, name the run, warn about an unstable step, set up checks."""
+    problem, backend, device = build(cfg)
+    opt_name = optimizer_name(cfg.optimizer)
+    name = cfg.tracking.run_name or run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
+    torch.manual_seed(cfg.seed)
+    k = problem.wrt.numel()
+    plan = Plan(
+        cfg=cfg, problem=problem, backend=backend, device=device, name=name, optimizer=opt_name,
+        x_names=[problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)],
+        g_names=[problem.wrt_names[i] for i in sample_coords(k, cfg.tracking.max_coords)],
+        stride=records.log_stride(cfg.steps, cfg.tracking.log_every),
     )
-    problem = build_problem(cfg.objective, dtype=dtype, device=device)
-    return problem, make_backend(cfg.backend), device
+    if cfg.steps > 0 and is_plain_descent(cfg.optimizer):
+        from runner.curvature.hessian import stable_lr_warning
+
+        plan.warning = stable_lr_warning(problem, backend, cfg.lr)
+        if plan.warning:
+            print(f"warning: {plan.warning}", file=sys.stderr)
+    if cfg.check_grad:
+        from runner.curvature.gradcheck import GradChecker
+
+        plan.checker = GradChecker(problem, cfg.backend)
+    return plan
 
 
-PARENT_ENV = "RUNNER_PARENT_RUN_ID"  # set by the sweep callback: the multirun's parent run
-SWEPT_ENV = "RUNNER_SWEPT_KEYS"  # set by the sweep callback: comma-separated keys the sweep varies
+def check_optimizer(plan: Plan) -> None:
+    """Fail on a bad hyperparameter before anything is recorded (on a stand-in parameter); the first
+    torch.optim optimizer also imports torch._dynamo (~1-2 s), overlapping the store's opening.
+    Then decide the compiled plan."""
+    k = plan.problem.wrt.numel()
+    stand_in = torch.zeros(1, k if k <= 64 else 1, dtype=plan.problem.x0.dtype, requires_grad=True)
+    make_optimizer(plan.cfg.optimizer, [stand_in])
+    plan.backend, plan.fused_lr = compile_plan(plan.cfg, plan.backend)
 
 
-def swept_extras(cfg: DictConfig) -> dict[str, Any]:
-    """In a multirun, the overridden keys that the base run name does not already show.
+def start_record(plan: Plan, store: Any) -> RunRecorder:
+    """The run in MLflow, with its params (the resolved config) and the tags known up front."""
+    cfg = plan.cfg
+    tags = {
+        "compiled": "fused step" if plan.fused_lr is not None else str(bool(cfg.backend.compile)).lower(),
+        "objective": plan.problem.name,
+        "backend": plan.backend.name,
+        "optimizer": plan.optimizer,
+        "device": str(plan.device),
+        "dtype": cfg.backend.dtype,
+        "task": cfg.task,
+    }
+    config = OmegaConf.to_container(cfg, resolve=True)
+    # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
+    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
 
-    With the sweep callback, only the keys the sweep varies (``$RUNNER_SWEPT_KEYS``); without it,
-    every task override of the job.
-    """
-    swept = os.environ.get(SWEPT_ENV)
+
+def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, int]:
+    """The descent, and the first step whose metrics were not streamed: a long run's metrics go to
+    the writer while it goes on. A run whose descent raises (an interrupt included) is ended KILLED
+    or FAILED before the exception goes on."""
+    cfg = plan.cfg
+    streamed = {"upto": 0}  # metrics of steps before this one went to the writer during the descent
+
+    def stream(lo: int, hi: int, window) -> None:
+        # The writer (the other core) logs them while the descent goes on, instead of all at once
+        # after it (~0.5 s for 20,000 steps on the dev box).
+        recorder.log_metrics(records.window_series(lo, window, 0, plan.x_names, plan.g_names, plan.stride))
+        streamed["upto"] = hi
+
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+        traj = descend(
+            plan.problem,
+            plan.backend,
+            lambda params: make_optimizer(cfg.optimizer, params),
+            steps=cfg.steps,
+            tol=cfg.tol,
+            max_coords=cfg.tracking.max_coords,
+            closure=needs_closure(cfg.optimizer),
+            monitor=plan.checker,
+            monitor_every=cfg.check_grad_every,
+            progress=make_progress(cfg.progress, cfg.steps, plan.name),
+            fused_lr=plan.fused_lr,
+            stream=stream if recorder is not None else None,
+        )
+    except BaseException as exc:
+        if recorder is not None:
+            recorder.fail(exc)
+        raise
+    return traj, streamed["upto"]
 
-        hc = HydraConfig.get()
-    except Exception:  # not under Hydra (tests calling run_job directly)
-        return {}
-    if hc.mode != RunMode.MULTIRUN:
-        return {}
-    extras = {}
-    for item in hc.overrides.task:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key in ("objective", "optimizer", "lr") or key.startswith(("tracking", "hydra", "progress")):
-            continue
-        if swept is not None and key not in swept.split(","):
-            continue
-        extras[key] = value
-    return extras
+
+def finish_record(plan: Plan, recorder: RunRecorder, traj: Trajectory, streamed: int) -> None:
+    """The rest of the metrics, the artifacts and the final tags; the run ends FINISHED."""
+    cfg = plan.cfg
+    series = records.metric_series(traj, 0, plan.x_names, plan.g_names, plan.stride, start=streamed)
+    if plan.checker is not None:
+        series.update(plan.checker.series())
+    recorder.log_metrics(series)
+    if cfg.tracking.artifacts:
+        recorder.log_run_artifacts(artifact_bundle(plan, traj))
+    # In an in-process sweep the next job starts while this run's plots are drawn; elsewhere
+    # the job returns only when its run is complete in the store.
+    recorder.finish(end_tags(plan, traj), wait=not in_process_sweep())
+
+
+def end_tags(plan: Plan, traj: Trajectory) -> dict[str, str]:
+    outcome, final = traj.outcome[0], int(traj.final_step[0])
+    tags = {"outcome": outcome, "final_step": str(final), "log_every": str(plan.stride)}
+    if outcome == "diverged":
+        tags["diverged_step"] = str(final)
+    if len(plan.x_names) < plan.problem.dim:
+        tags["logged_coords"] = ",".join(plan.x_names)
+    if plan.warning:
+        tags["warning"] = plan.warning
+    if plan.checker is not None:
+        tags.update(plan.checker.tags())
+    return tags
+
+
+def artifact_bundle(plan: Plan, traj: Trajectory) -> dict[str, Any]:
+    """What the writer turns into config.yaml, trajectory.csv and the plots."""
+    final = int(traj.final_step[0])
+    grid = contour_grid(plan.problem, traj)
+    return {
+        "config": OmegaConf.to_yaml(plan.cfg, resolve=True),
+        "table": records.trajectory_table(traj, 0, plan.x_names, plan.g_names),
+        "title": plan.name,
+        "plots": {
+            "steps": np.arange(final + 1),
+            "loss": traj.loss[: final + 1, 0],
+            "grid": None if grid is None else grid[:2],
+            "path": None if grid is None else grid[2],
+            # Plain strings: the writer must not unpickle (and import) our name sequences.
+            "var_names": [str(n) for n in plan.problem.var_names[:2]],
+            "minima": plan.problem.minima,
+        },
+    }
 
 
 def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
     """For 2-D objectives: a grid around the path and the minima, evaluated in one batched call."""
-    from runner import plots
+    from runner.tracking import plots
 
     if problem.dim != 2:
         return None
@@ -89,167 +225,21 @@ def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
     return bounds, Z.reshape(X.shape).cpu().numpy().astype(np.float32), path
 
 
-def compile_plan(cfg: DictConfig, backend) -> tuple[Any, float | None]:
-    """With ``backend.compile=true``: plain descent becomes one fused compiled step (its lr is
-    returned); any other optimizer keeps its own step around a compiled gradient."""
-    if not cfg.backend.compile:
-        return backend, None
-    from runner.compiled import CompiledAutograd, CompiledBackend
-
-    if is_plain_descent(cfg.optimizer) and not needs_closure(cfg.optimizer) and not cfg.check_grad:
-        return backend, float(cfg.lr)
-    return (CompiledAutograd() if backend.name == "autograd" else CompiledBackend(backend)), None
-
-
-def run_optimize(cfg: DictConfig) -> float:
-    """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
-    problem, backend, device = build(cfg)
-    opt_name = optimizer_name(cfg.optimizer)
-    k = problem.wrt.numel()
-    name = cfg.tracking.run_name or tracking.run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
-    torch.manual_seed(cfg.seed)
-    warning = None
-    if cfg.steps > 0 and is_plain_descent(cfg.optimizer):
-        from runner.curvature import stable_lr_warning
-
-        warning = stable_lr_warning(problem, backend, cfg.lr)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
-    checker = None
-    if cfg.check_grad:
-        from runner.gradcheck import GradChecker
-
-        checker = GradChecker(problem, cfg.backend)
-
-    store, run_id = None, None
-    if cfg.tracking.enabled:
-        store = tracking.writer()
-        uri = resolve_uri(cfg.tracking.uri)
-        store.open(uri, cfg.tracking.experiment)  # does not wait: the store opens meanwhile
-    # Fail on a bad hyperparameter before anything is recorded (a stand-in parameter); the first
-    # torch.optim optimizer also imports torch._dynamo (~1-2 s), overlapping the store's opening.
-    make_optimizer(cfg.optimizer, [torch.zeros(1, k if k <= 64 else 1, dtype=problem.x0.dtype, requires_grad=True)])
-    backend, fused_lr = compile_plan(cfg, backend)
-    if store is not None:
-        tags = {
-            "compiled": "fused step" if fused_lr is not None else str(bool(cfg.backend.compile)).lower(),
-            "objective": problem.name,
-            "backend": backend.name,
-            "optimizer": opt_name,
-            "device": str(device),
-            "dtype": cfg.backend.dtype,
-            "task": cfg.task,
-        }
-        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-        parent = os.environ.get(PARENT_ENV) or None
-        if tracking.in_process_sweep():
-            # Jobs in this process need not wait for MLflow's run id: the writer creates the run
-            # when it gets there and maps this handle to it; the sweep's end waits for all of it.
-            run_id = tracking.new_handle()
-            store.start_run(name, params, tags, parent_run_id=parent, handle=run_id, _wait=False)
-        else:
-            run_id = store.start_run(name, params, tags, parent_run_id=parent)
-
-    x_names = [problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)]
-    g_names = [problem.wrt_names[i] for i in sample_coords(k, cfg.tracking.max_coords)]
-    stride = tracking.log_stride(cfg.steps, cfg.tracking.log_every)
-    started = time.time()
-    streamed = 0  # metrics of steps before this one went to the writer during the descent
-
-    def stream(lo: int, hi: int, records) -> None:
-        # A long run's metrics are logged by the writer (the other core) while the descent goes on,
-        # instead of all at once after it (~0.5 s for 20,000 steps on the dev box).
-        nonlocal streamed
-        store.log_metrics(run_id, tracking.window_series(lo, records, 0, x_names, g_names, stride), int(started * 1000))
-        streamed = hi
-
-    try:
-        traj = descend(
-            problem,
-            backend,
-            lambda params: make_optimizer(cfg.optimizer, params),
-            steps=cfg.steps,
-            tol=cfg.tol,
-            max_coords=cfg.tracking.max_coords,
-            closure=needs_closure(cfg.optimizer),
-            monitor=checker,
-            monitor_every=cfg.check_grad_every,
-            progress=make_progress(cfg.progress, cfg.steps, name),
-            fused_lr=fused_lr,
-            stream=stream if store is not None else None,
-        )
-    except BaseException as exc:
-        if store is not None:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            store.end_run(run_id, status, {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
-        raise
-
-    outcome, final = traj.outcome[0], int(traj.final_step[0])
-    if store is not None:
-        series = tracking.metric_series(traj, 0, x_names, g_names, stride, start=streamed)
-        if checker is not None:
-            series.update(checker.series())
-        store.log_metrics(run_id, series, int(started * 1000))
-        if cfg.tracking.artifacts:
-            grid = contour_grid(problem, traj)
-            store.log_run_artifacts(
-                run_id,
-                {
-                    "config": OmegaConf.to_yaml(cfg, resolve=True),
-                    "table": tracking.trajectory_table(traj, 0, x_names, g_names),
-                    "title": name,
-                    "plots": {
-                        "steps": np.arange(final + 1),
-                        "loss": traj.loss[: final + 1, 0],
-                        "grid": None if grid is None else grid[:2],
-                        "path": None if grid is None else grid[2],
-                        # Plain strings: the writer must not unpickle (and import) our name sequences.
-                        "var_names": [str(n) for n in problem.var_names[:2]],
-                        "minima": problem.minima,
-                    },
-                },
-            )
-        end_tags = {"outcome": outcome, "final_step": str(final), "log_every": str(stride)}
-        if outcome == "diverged":
-            end_tags["diverged_step"] = str(final)
-        if len(x_names) < problem.dim:
-            end_tags["logged_coords"] = ",".join(x_names)
-        if warning:
-            end_tags["warning"] = warning
-        if checker is not None:
-            end_tags.update(checker.tags())
-        # In an in-process sweep the next job starts while this run's plots are drawn; elsewhere
-        # the job returns only when its run is complete in the store.
-        store.end_run(run_id, "FINISHED", end_tags, _wait=not tracking.in_process_sweep())
-
-    final_loss = traj.final_loss(0)
-    print_summary(name, problem, traj, final, outcome, run_id, cfg)
-    if checker is not None:
-        if checker.failed():
-            print(f"warning: {checker.message()}", file=sys.stderr)
-        else:
-            tags = checker.tags()
-            print(f"gradient check passed at {tags.get('grad_check.checks', '?')} points (worst error/tolerance {tags.get('grad_check.worst_ratio', '?')})")
-    return final_loss if math.isfinite(final_loss) else math.inf
-
-
-def print_summary(name, problem, traj, final, outcome, run_id, cfg) -> None:
-    start_loss, final_loss = float(traj.loss[0, 0]), traj.final_loss(0)
+def report(plan: Plan, traj: Trajectory, recorder: RunRecorder | None) -> None:
+    """The run's line (and where it is recorded), and the gradient check's verdict."""
+    problem, cfg = plan.problem, plan.cfg
+    final = int(traj.final_step[0])
     shown = ", ".join(f"{n}={v:.7g}" for n, v in zip(problem.var_names[:8], traj.x_final[0][:8]))
     if problem.dim > 8:
         shown += ", …"
-    print(f"{name}: {outcome} at step {final}, loss {start_loss:.7g} -> {final_loss:.7g}, x = [{shown}]")
-    if run_id is not None and not tracking.is_handle(run_id):
-        uri = resolve_uri(cfg.tracking.uri)
-        print(f"  mlflow run {run_id} in experiment '{cfg.tracking.experiment}' at {uri}")
+    print(f"{plan.name}: {traj.outcome[0]} at step {final}, loss {float(traj.loss[0, 0]):.7g} -> {traj.final_loss(0):.7g}, x = [{shown}]")
+    if recorder is not None and recorder.known_id is not None:
+        print(f"  mlflow run {recorder.known_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
     sys.stdout.flush()
-
-
-def run_job(cfg: DictConfig) -> float:
-    """The task function behind ``python -m runner``."""
-    validate(cfg)
-    if cfg.task == "derivatives":
-        from runner.derivatives import run_derivatives
-
-        return run_derivatives(cfg)
-    return run_optimize(cfg)
+    if plan.checker is not None:
+        if plan.checker.failed():
+            print(f"warning: {plan.checker.message()}", file=sys.stderr)
+        else:
+            tags = plan.checker.tags()
+            print(f"gradient check passed at {tags.get('grad_check.checks', '?')} points (worst error/tolerance {tags.get('grad_check.worst_ratio', '?')})")
+    sys.stdout.flush()

@@ -29,7 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from runner.store import DEFAULT_URI, sqlite_path
+from runner.tracking.store import DEFAULT_URI, sqlite_path
 
 
 def command(args: argparse.Namespace) -> list[str]:

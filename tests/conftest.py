@@ -60,11 +60,11 @@ def client(workdir):
 
 
 def make_problem(name: str, dtype=None, **overrides):
-    """A :class:`runner.problem.Problem` from objective-config keys, float64 on the CPU by default."""
+    """A :class:`runner.descent.problem.Problem` from objective-config keys, float64 on the CPU by default."""
     import torch
     from omegaconf import OmegaConf
 
-    from runner.problem import build_problem
+    from runner.descent.problem import build_problem
 
     cfg = dict(name=name, init=None, dim=None, expr=None, vars=None, target=None, wrt=None)
     cfg.update(overrides)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import objectives
-from runner.backends import Autograd, FiniteDifference, auto_step, resolve_device, resolve_dtype
+from runner.descent.backends import Autograd, FiniteDifference, auto_step, resolve_device, resolve_dtype
 from runner.errors import UserError
 
 F64 = torch.float64

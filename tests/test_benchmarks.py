@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, runs_of
 
 BENCH = REPO / "benchmarks"

@@ -15,7 +15,6 @@ import time
 import urllib.parse
 
 import pytest
-
 from conftest import run_cli
 from sweep_helpers import CHROMIUM, CHROMIUM_ARGS, client_for, loss_history, make_workdir, mlflow_server, sweep_runs
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_problem
-from runner.backends import Autograd, resolve_device
-from runner.loop import descend
-from runner.optimizers import ManualDescent
+
+from runner.descent.backends import Autograd, resolve_device
+from runner.descent.loop import descend
+from runner.descent.optimizers import ManualDescent
 
 pytestmark = [
     pytest.mark.cuda,

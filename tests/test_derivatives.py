@@ -1,4 +1,4 @@
-"""task=derivatives and runner.curvature: exact known values, finite-difference Hessians, structural zeros,
+"""task=derivatives and runner.curvature.hessian: exact known values, finite-difference Hessians, structural zeros,
 the table, the MLflow run, and the start-point stable-step warning."""
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_cli, runs_of
 from omegaconf import OmegaConf
 
-from conftest import REPO, run_cli, runs_of
-from runner.backends import Autograd, FiniteDifference
 from runner.config import ObjectiveConf
-from runner.curvature import (
+from runner.curvature.hessian import (
     NOISE_POINTS,
     autograd_hessian,
     fd_gradient,
@@ -24,9 +23,10 @@ from runner.curvature import (
     stable_lr,
     stable_lr_warning,
 )
-from runner.derivatives import compute_derivatives, format_table, metrics
+from runner.curvature.task import compute_derivatives, format_table, metrics
+from runner.descent.backends import Autograd, FiniteDifference
+from runner.descent.problem import build_problem
 from runner.errors import UserError
-from runner.problem import build_problem
 
 F64, F32 = torch.float64, torch.float32
 SQRT85 = math.sqrt(85.0)
@@ -297,7 +297,7 @@ def test_table_for_a_list_objective_with_finite_differences():
 
 
 def test_run_derivatives_without_tracking_prints_and_returns_the_value(capsys):
-    from runner.derivatives import run_derivatives
+    from runner.curvature.task import run_derivatives
 
     cfg = _compose("task=derivatives", "objective=f", "objective.init=[1.0]", "backend=finite_diff", "backend.eps=1e-3", "tracking.enabled=false")
     assert run_derivatives(cfg) == 4.0  # f(1) = 3 + 2 − 1
@@ -356,15 +356,15 @@ def _compose(*overrides: str):
 
 def test_stable_lr_warning_printed_once_and_tagged(workdir, client, monkeypatch, capfd):
     """lr = 0.5 > 1/3 on f: one warning on stderr, the run's ``warning`` tag; lr = 0.1: neither."""
-    from runner import tracking
     from runner.job import run_job
+    from runner.tracking import writer
 
     monkeypatch.chdir(workdir)
     try:
         for lr in ("0.5", "0.1"):
             run_job(_compose("objective=f", "optimizer=manual", f"lr={lr}", "steps=5", "tracking.artifacts=false"))
     finally:
-        tracking.close_writer()
+        writer.close_writer()
     err = capfd.readouterr().err
     expected = (
         "warning: lr=0.5 exceeds the stable step 2/λ_max = 0.333333 at the start point (λ_max = 6); "

@@ -9,15 +9,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_cli, runs_of
 from omegaconf import OmegaConf
 
 import objectives
-from conftest import REPO, run_cli, runs_of
 from runner.config import ObjectiveConf
-from runner.curvature import fd_gradient
+from runner.curvature.gradcheck import SAFETY, GradChecker, tolerance
+from runner.curvature.hessian import fd_gradient
+from runner.descent.problem import build_problem
 from runner.errors import UserError
-from runner.gradcheck import SAFETY, GradChecker, tolerance
-from runner.problem import build_problem
 
 F64, F32 = torch.float64, torch.float32
 HELPERS_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}

@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import torch
-
 from conftest import make_problem as problem
 
-from runner.backends import Autograd, FiniteDifference
-from runner.loop import descend, sample_coords
-from runner.optimizers import ManualDescent
+from runner.descent.backends import Autograd, FiniteDifference
+from runner.descent.loop import descend, sample_coords
+from runner.descent.optimizers import ManualDescent
 
 F64 = torch.float64
 

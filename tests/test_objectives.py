@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_problem as problem
 
 import objectives
-from runner.backends import Autograd
+from runner.descent.backends import Autograd
+from runner.descent.loop import descend
+from runner.descent.optimizers import ManualDescent
 from runner.errors import UserError
-from runner.loop import descend
-from runner.optimizers import ManualDescent
 
 F64 = torch.float64
 

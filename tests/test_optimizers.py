@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from runner.descent.optimizers import ManualDescent, is_plain_descent, make_optimizer, needs_closure, optimizer_name
 from runner.errors import UserError
-from runner.optimizers import ManualDescent, is_plain_descent, make_optimizer, needs_closure, optimizer_name
 
 
 def param():
@@ -46,7 +46,7 @@ def test_a_class_that_does_not_exist():
 
 def test_which_updates_count_as_plain_descent():
     sgd = {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "maximize": False}
-    assert is_plain_descent(OmegaConf.create({"_target_": "runner.optimizers.ManualDescent"}))
+    assert is_plain_descent(OmegaConf.create({"_target_": "runner.descent.optimizers.ManualDescent"}))
     assert is_plain_descent(OmegaConf.create(sgd))
     assert not is_plain_descent(OmegaConf.create({**sgd, "momentum": 0.9}))
     assert not is_plain_descent(OmegaConf.create({**sgd, "maximize": True}))

@@ -1,4 +1,4 @@
-"""The figure pool (runner.plot_pool): figures drawn by the forked helper are the figures drawn here."""
+"""The figure pool (runner.tracking.plot_pool): figures drawn by the forked helper are the figures drawn here."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import signal
 import numpy as np
 import pytest
 
-from runner import plot_pool, plots
+from runner.tracking import plot_pool, plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def loss_job(k: int) -> list:
     steps = np.arange(50)
-    return [("plots/loss.png", "runner.plots:loss_figure", (steps, np.exp(-steps / (k + 5.0)), f"run {k}: loss"))]
+    return [("plots/loss.png", "runner.tracking.plots:loss_figure", (steps, np.exp(-steps / (k + 5.0)), f"run {k}: loss"))]
 
 
 def path_job() -> list:
@@ -24,8 +24,8 @@ def path_job() -> list:
     _, _, points = plots.grid_points(bounds, 40)
     Z = (points**2).sum(axis=1).reshape(40, 40)
     return [
-        ("plots/loss.png", "runner.plots:loss_figure", (np.arange(4), (path**2).sum(axis=1), "r: loss")),
-        ("plots/path.png", "runner.plots:path_figure_on_grid", (bounds, Z, path, ["x", "y"], "r: path", [[0.0, 0.0]])),
+        ("plots/loss.png", "runner.tracking.plots:loss_figure", (np.arange(4), (path**2).sum(axis=1), "r: loss")),
+        ("plots/path.png", "runner.tracking.plots:path_figure_on_grid", (bounds, Z, path, ["x", "y"], "r: path", [[0.0, 0.0]])),
     ]
 
 
@@ -52,7 +52,7 @@ def test_the_helper_and_this_process_draw_the_same_pngs(pool):
 
 
 def test_a_failing_figure_is_reported_and_the_others_are_kept(pool):
-    figures = path_job() + [("plots/bad.png", "runner.plots:loss_figure", ("not", "enough"))]
+    figures = path_job() + [("plots/bad.png", "runner.tracking.plots:loss_figure", ("not", "enough"))]
     files, error = pool.draw_all([("run", figures)])["run"]
     assert set(files) == {"plots/loss.png", "plots/path.png"}
     assert error.startswith("figure plots/bad.png failed: TypeError")

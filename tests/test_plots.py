@@ -1,4 +1,4 @@
-"""Tests for runner.plots: exact bounds, grid layout, scale choices, plotted data, PNG output."""
+"""Tests for runner.tracking.plots: exact bounds, grid layout, scale choices, plotted data, PNG output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import plots
+from runner.tracking import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,7 +242,7 @@ def test_save_figure_writes_png_creating_dirs(tmp_path):
 
 
 def test_import_is_light():
-    code = "import runner.plots, sys; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
+    code = "import runner.tracking.plots, sys; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert res.stdout.split() == ["False", "False"]
@@ -250,7 +250,7 @@ def test_import_is_light():
 
 def test_building_figures_never_loads_pyplot_or_torch(tmp_path):
     code = (
-        "import sys, numpy as np; from runner import plots; "
+        "import sys, numpy as np; from runner.tracking import plots; "
         "plots.save_figure(plots.loss_figure(np.arange(5), np.arange(5.0), 't'), sys.argv[1]); "
         "print('matplotlib.pyplot' in sys.modules, 'torch' in sys.modules)"
     )

@@ -1,9 +1,9 @@
 """Property-based tests (hypothesis): random safe expressions at random points.
 
 * autograd and finite differences agree within the documented tolerance
-  (:func:`runner.gradcheck.tolerance`) in float64, for every scheme, and the gradient check passes;
+  (:func:`runner.curvature.gradcheck.tolerance`) in float64, for every scheme, and the gradient check passes;
 * Hessians are symmetric (finite differences exactly, autograd to rounding);
-* the autograd Hessian equals the finite-difference one within :func:`runner.gradcheck.hessian_tolerance`;
+* the autograd Hessian equals the finite-difference one within :func:`runner.curvature.gradcheck.hessian_tolerance`;
 * entries marked structural are exactly zero, and the finite-difference Hessian agrees.
 
 The expressions are smooth everywhere (no abs, min, max, division or log of a possibly negative
@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objectives.expression import parse_expression
-from runner.backends import Autograd
-from runner.curvature import autograd_hessian, fd_gradient, fd_hessian, hessian_structure
-from runner.gradcheck import GradChecker, hessian_tolerance, tolerance
-from runner.problem import Problem
+from runner.curvature.gradcheck import GradChecker, hessian_tolerance, tolerance
+from runner.curvature.hessian import autograd_hessian, fd_gradient, fd_hessian, hessian_structure
+from runner.descent.backends import Autograd
+from runner.descent.problem import Problem
 
 F64 = torch.float64
 VARS = ("x", "y", "z")

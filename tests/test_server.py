@@ -8,7 +8,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import run_cli
 from sweep_helpers import loss_history, make_workdir, mlflow_server, summary_table, sweep_runs
 
@@ -85,7 +84,7 @@ def test_server_serves_artifacts_of_runs_logged_to_sqlite(served):
     """Runs logged straight into outputs/mlflow.db keep their artifacts under outputs/mlartifacts
     (a file:// location); the server lists and serves those too, as the UI needs."""
     workdir, url, client, result = served
-    from runner.store import MlflowStore
+    from runner.tracking.store import MlflowStore
 
     store = MlflowStore()
     store.open(f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}", "local")

@@ -9,16 +9,17 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import make_problem as problem
+from conftest import run_cli, runs_of
 
-from conftest import run_cli, runs_of, make_problem as problem
-from runner.backends import Autograd, FiniteDifference
-from runner.compiled import CompiledAutograd, CompiledBackend
+from runner.descent.backends import Autograd, FiniteDifference
+from runner.descent.compiled import CompiledAutograd, CompiledBackend
+from runner.descent.loop import descend
+from runner.descent.memory import check_fits, estimate_bytes
+from runner.descent.optimizers import ManualDescent
+from runner.descent.progress import make_progress
 from runner.errors import UserError
-from runner.loop import descend
-from runner.memory import check_fits, estimate_bytes
-from runner.optimizers import ManualDescent
-from runner.progress import make_progress
-from runner.tracking import log_stride, metric_series, sampled_steps, window_series
+from runner.tracking.records import log_stride, metric_series, sampled_steps, window_series
 
 F64, CPU = torch.float64, torch.device("cpu")
 

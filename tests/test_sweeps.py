@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import REPO, run_cli
+from omegaconf import OmegaConf
 from sweep_helpers import client_for, loss_history, make_workdir, summary_table, sweep_runs, wait_until_ended
 
-from runner import summary, sweep
+from runner.sweeps import describe, guard, summary
 
 METRICS = ("loss", "grad_norm", "x/x1", "x/x2", "grad/x1", "grad/x2")
 
@@ -33,26 +32,20 @@ def fake_config(task: list[str], sweeper: dict | None = None) -> OmegaConf:
 
 def test_sweep_names_params_and_job_counts():
     cfg = fake_config(["objective=rosenbrock", "optimizer=sgd,adam", "lr=0.001,0.01", "+optimizer.momentum=0.5,0.9"])
-    assert sweep.swept_keys(cfg) == ["optimizer", "lr", "optimizer.momentum"]
-    assert sweep.sweep_name(cfg) == "sweep-rosenbrock-{sgd,adam}-lr{0.001,0.01}-momentum{0.5,0.9}"
-    assert sweep.sweep_params(cfg) == {
+    assert describe.swept_keys(cfg) == ["optimizer", "lr", "optimizer.momentum"]
+    assert describe.sweep_name(cfg) == "sweep-rosenbrock-{sgd,adam}-lr{0.001,0.01}-momentum{0.5,0.9}"
+    assert describe.sweep_params(cfg) == {
         "objective": "rosenbrock", "optimizer": "sgd,adam", "lr": "0.001,0.01", "optimizer.momentum": "0.5,0.9"
     }
-    assert sweep.expected_jobs(cfg) == 8
+    assert describe.expected_jobs(cfg) == 8
     cfg = fake_config(["steps=range(10,40,10)"])
-    assert sweep.sweep_name(cfg) == "sweep-g-manual-lr0.1-steps{range(10,40,10)}"
-    assert sweep.expected_jobs(cfg) == 3
+    assert describe.sweep_name(cfg) == "sweep-g-manual-lr0.1-steps{range(10,40,10)}"
+    assert describe.expected_jobs(cfg) == 3
     optuna = fake_config(["objective=g"], {"params": {"lr": "tag(log, interval(0.0001, 1.0))"}, "n_trials": 5})
-    assert sweep.swept_keys(optuna) == ["lr"]
-    assert sweep.sweep_name(optuna) == "sweep-g-manual-lr{tag(log,interval(0.0001,1.0))}"
-    assert sweep.sweep_params(optuna) == {"objective": "g", "lr": "tag(log, interval(0.0001, 1.0))"}
-    assert sweep.expected_jobs(optuna) == 5
-
-
-def test_env_names_match_the_job():
-    from runner import job
-
-    assert (sweep.PARENT_ENV, sweep.SWEPT_ENV) == (job.PARENT_ENV, job.SWEPT_ENV)
+    assert describe.swept_keys(optuna) == ["lr"]
+    assert describe.sweep_name(optuna) == "sweep-g-manual-lr{tag(log,interval(0.0001,1.0))}"
+    assert describe.sweep_params(optuna) == {"objective": "g", "lr": "tag(log, interval(0.0001, 1.0))"}
+    assert describe.expected_jobs(optuna) == 5
 
 
 def child(name, status="FINISHED", outcome="max_steps", loss=(3.0, 1.0), **params):
@@ -146,7 +139,7 @@ def test_basic_sweep_parent_and_children(basic):
     tags = parent.data.tags
     assert tags["mlflow.note.content"].startswith("Sweep: `python -m runner " + " ".join(BASIC) + "`")
     assert (tags["sweep.outcome"], tags["sweep.children"], tags["sweep.failed"], tags["sweep.jobs"]) == ("completed", "4", "0", "4")
-    assert (tags["sweep.launcher"], tags["sweep.swept"]) == ("basic", "lr,steps")
+    assert (tags["sweep.launcher"], tags["sweep.swept"]) == ("cached", "lr,steps")
     names = [f"rosenbrock-adam-lr{lr}-steps{s}" for lr in ("0.001", "0.01") for s in (50, 100)]
     for steps in (50, 100):
         check_children(client, parent, [c for c in children if c.data.params["steps"] == str(steps)],
@@ -166,7 +159,7 @@ def test_basic_sweep_summary(basic):
         assert f"| {c.info.run_name} |" in description
     assert f"best: `{parent.data.tags['best_child']}`" in description
     # The paths figure's contour was evaluated in the sweep's process, which has torch: not in the writer.
-    assert "writer: torch imported: False" in result.stderr
+    assert "writer: torch imported: False; descent imported: False" in result.stderr
 
 
 @pytest.mark.slow
@@ -178,8 +171,8 @@ def test_basic_sweep_does_not_wait_for_the_parent_run_id(basic):
     lines = result.stdout.splitlines()
     announced = lines.index(f"sweep: parent run {parent.info.run_id} in experiment 'runner' at sqlite:///outputs/mlflow.db")
     assert announced > max(i for i, line in enumerate(lines) if line.startswith("rosenbrock-adam-lr"))
-    assert summary.find_parent(client.tracking_uri, parent.data.tags["sweep.token"]) == parent.info.run_id
-    assert summary.find_parent(client.tracking_uri, "0" * 32) is None
+    assert guard.find_parent(client.tracking_uri, parent.data.tags["sweep.token"]) == parent.info.run_id
+    assert guard.find_parent(client.tracking_uri, "0" * 32) is None
 
 
 # -- joblib: 8 jobs on 2 workers, on a store the sweep creates ---------------------------------------

@@ -1,6 +1,6 @@
 """What a run records in MLflow, built in the main process and handed to the store writer.
 
-Contract (``../shared/DESIGN.md``): params are the resolved config flattened with dotted keys;
+The record (see the README's "What MLflow records"): params are the resolved config flattened with dotted keys;
 metrics at k = 0 … steps are ``loss``, ``grad_norm``, ``x/<var>``, ``grad/<var>``; tags
 ``objective``, ``backend``, ``optimizer``, ``device``, ``outcome``; artifacts are the resolved config,
 the whole trajectory as a table, and plots.
@@ -14,63 +14,6 @@ from typing import Any, Mapping
 import numpy as np
 
 
-_WRITER = None  # the process-wide store writer (StoreProcess or MlflowStore)
-
-
-def start_writer() -> None:
-    """Start the writer process now, so that it imports MLflow while this process imports torch."""
-    global _WRITER
-    if _WRITER is None:
-        from runner.store_process import StoreProcess
-
-        _WRITER = StoreProcess()
-
-
-def writer():
-    """The process-wide writer, started on first use."""
-    start_writer()
-    return _WRITER
-
-
-def flush_writer() -> None:
-    """Wait until everything sent to the writer so far is in the store (no-op without a writer)."""
-    if _WRITER is not None:
-        _WRITER.flush()
-
-
-_HANDLES = iter(range(1, 1 << 62))
-
-
-def new_handle() -> str:
-    """A name for a run whose MLflow id this process does not wait for (see ``MlflowStore.run_id``)."""
-    return f"pending-run-{next(_HANDLES)}"
-
-
-def is_handle(run_id: str) -> bool:
-    return run_id.startswith("pending-run-")
-
-
-def in_process_sweep() -> bool:
-    """Whether this job is one of a multirun whose jobs all run in this process (the basic
-    launcher): its runs may then be finished in the background, the sweep's end flushes them."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except Exception:
-        return False
-    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
-
-
-def close_writer() -> None:
-    """Wait for the writer to finish everything queued, then stop it."""
-    global _WRITER
-    if _WRITER is not None:
-        _WRITER.close()
-        _WRITER = None
-
-
 def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}} -> {"a.b": "1"}``; lists stay whole (``objective.init: [2.0, 3.0]``)."""
     out: dict[str, str] = {}
@@ -80,21 +23,6 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
         return out
     out[prefix[:-1]] = "null" if node is None else str(node)
     return out
-
-
-def format_number(value: float) -> str:
-    """Short, exact-looking numbers for names: 0.1 -> '0.1', 1e-05 -> '1e-05', 3.0 -> '3'."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = ()) -> str:
-    """``g-sgd-lr0.1``, plus ``-<key><value>`` for other swept keys."""
-    parts = [objective, optimizer, f"lr{format_number(lr)}"]
-    for key, value in dict(extras).items():
-        parts.append(f"{key.rsplit('.', 1)[-1]}{format_number(value) if isinstance(value, float) else value}")
-    return "-".join(parts)
 
 
 def log_stride(steps: int, log_every: Any) -> int:

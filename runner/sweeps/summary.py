@@ -19,18 +19,11 @@ smallest finite final loss.
 
 Parent status: FINISHED when every job finished; FAILED when a job failed or the sweep stopped early
 (``sweep.outcome`` ``failed_jobs``, ``aborted`` or ``missing_jobs``); KILLED when it was interrupted.
-
-The guard: ``python -m runner.summary --guard URI TOKEN`` is started by :mod:`runner.sweep` when a
-sweep begins and waits on its stdin. The sweep writes ``done`` when it has ended the parent itself;
-if the pipe closes without that (the launching process was interrupted, a job failed and Hydra
-stopped the sweep, the process was killed), the guard summarises what was recorded and ends the
-parent as FAILED, or KILLED after ``interrupted``. Only the standard library is imported until then.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -198,7 +191,7 @@ def contour_inputs(client, children: Sequence[Child]) -> dict | None:
 
 
 def contour_from(inputs: dict | None):
-    """(bounds, Z, paths, var_names, minima) for :func:`runner.plots.overlay_paths_figure`, or None
+    """(bounds, Z, paths, var_names, minima) for :func:`runner.tracking.plots.overlay_paths_figure`, or None
     when the objective is not 2-D. Needs torch (the objective is evaluated on a grid), so it runs
     where torch already is: the sweep's own process after in-process jobs, else the writer.
 
@@ -210,8 +203,8 @@ def contour_from(inputs: dict | None):
     import torch
     from omegaconf import OmegaConf
 
-    from runner import plots
-    from runner.problem import build_problem
+    from runner.descent.problem import build_problem
+    from runner.tracking import plots
 
     problem = build_problem(OmegaConf.create(inputs["spec"]), dtype=torch.float64, device=torch.device("cpu"))
     if problem.dim != 2:
@@ -291,17 +284,17 @@ def figures(
 ) -> list[str]:
     """Draw the summary figures into ``folder``; their file names. ``contours``: the result of
     :func:`contour_from` for each objective group, when the caller computed them (else they are
-    computed here). The figures are drawn on both cores (:mod:`runner.plot_pool`). A figure that
+    computed here). The figures are drawn on both cores (:mod:`runner.tracking.plot_pool`). A figure that
     cannot be drawn is skipped with a warning (the table and tags still go on)."""
     import numpy as np
 
-    from runner import plot_pool
+    from runner.tracking import plot_pool
 
     title = title if len(title) <= 60 else title[:59] + "…"
     jobs: list[tuple[str, str, tuple]] = []
     curves = {c.name: (np.asarray(c.loss_steps), np.asarray(c.loss)) for c in children if c.loss}
     if curves:
-        jobs.append(("summary_loss.png", "runner.plots:overlay_loss_figure", (curves, f"{title}: loss")))
+        jobs.append(("summary_loss.png", "runner.tracking.plots:overlay_loss_figure", (curves, f"{title}: loss")))
     groups = groups_by_objective(children)
     if contours is None:
         contours = contour_grids({key: (lambda group=group: contour_inputs(client, group)) for key, group in groups.items()})
@@ -311,7 +304,7 @@ def figures(
             continue
         bounds, Z, paths, names, minima = found
         name = "summary_paths.png" if len(groups) == 1 else f"summary_paths_{_safe(group[0].params.get('objective.name', 'objective'))}.png"
-        jobs.append((name, "runner.plots:overlay_paths_on_grid", (bounds, Z, paths, names, f"{title}: paths", minima)))
+        jobs.append((name, "runner.tracking.plots:overlay_paths_on_grid", (bounds, Z, paths, names, f"{title}: paths", minima)))
     for key in swept:
         others = [k for k in swept if k != key]
         series: dict[str, tuple[list[str], list[float]]] = {}
@@ -321,7 +314,7 @@ def figures(
             values.append(swept_value(c, key))
             losses.append(c.final_loss)
         if series:
-            jobs.append((f"summary_final_loss_{_safe(key)}.png", "runner.summary:final_loss_by_group", (series, key, f"{title}: final loss vs {key}")))
+            jobs.append((f"summary_final_loss_{_safe(key)}.png", "runner.sweeps.summary:final_loss_by_group", (series, key, f"{title}: final loss vs {key}")))
     written = []
     # One job per figure, so that both workers share them.
     for name, (files, error) in plot_pool.draw_all([(job[0], [job]) for job in jobs]).items():
@@ -334,11 +327,11 @@ def figures(
 
 
 def final_loss_by_group(series: dict[str, tuple[list[str], list[float]]], param: str, title: str):
-    """:func:`runner.plots.final_loss_figure` over all points (its axes, scales and diverged
+    """:func:`runner.tracking.plots.final_loss_figure` over all points (its axes, scales and diverged
     markers), with one line per combination of the other swept values when there are several."""
     import numpy as np
 
-    from runner import plots
+    from runner.tracking import plots
 
     values = [v for vs, _ in series.values() for v in vs]
     losses = [x for _, xs in series.values() for x in xs]
@@ -389,7 +382,7 @@ def describe(description: str, children: Sequence[Child], best: Child | None, ou
 
 
 def _open(uri: str, parent_id: str):
-    from runner.store import quiet_mlflow_logs
+    from runner.tracking.store import quiet_mlflow_logs
 
     quiet_mlflow_logs()
     from mlflow import MlflowClient
@@ -443,76 +436,3 @@ def finish_sweep(
 def result_line(run_id: str, status: str, outcome: str, best: Child | None) -> str:
     line = f"parent run {run_id} ended {status} ({outcome})"
     return line + (f"; best: {best.name}, final loss {_fmt(best.final_loss)}" if best is not None else "")
-
-
-# -- the guard -------------------------------------------------------------------------------------
-def settle(uri: str, parent_id: str, poll: float = 1.0, limit: float = 30.0) -> None:
-    """Wait until the children stop changing: writers of the jobs may still be finishing their runs
-    when the sweep's process is gone. Children of killed workers stay RUNNING; then the children's
-    states unchanged over two polls is enough."""
-    import time
-
-    from runner.store import quiet_mlflow_logs
-
-    quiet_mlflow_logs()
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    parent = client.get_run(parent_id)
-    deadline = time.time() + limit
-    before = None
-    while time.time() < deadline:
-        now = sorted((r.info.run_id, r.info.status, r.info.end_time) for r in search_children(client, parent))
-        if now == before or (now and all(status != "RUNNING" for _, status, _ in now)):
-            return
-        before = now
-        time.sleep(poll)
-
-
-def find_parent(uri: str, token: str) -> str | None:
-    """MLflow's id of the sweep's parent run, found by its ``sweep.token`` tag (None if it was never
-    created)."""
-    from runner.store import quiet_mlflow_logs
-
-    quiet_mlflow_logs()
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, filter_string=f"tags.`sweep.token` = '{token}'", max_results=1) if experiments else []
-    return found[0].info.run_id if found else None
-
-
-def guard(uri: str, token: str) -> int:
-    """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``.
-
-    The parent is named by its ``sweep.token`` tag: the sweep's process may not know MLflow's id of
-    it yet (with the basic launcher its jobs run before it asks)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
-    words = sys.stdin.buffer.read().decode(errors="replace").split()
-    if "done" in words:
-        return 0
-    ended = "interrupted" if "interrupted" in words else "aborted"
-    try:
-        parent_id = find_parent(uri, token)
-        if parent_id is None:
-            print("warning: the sweep ended before its parent run was created", file=sys.stderr)
-            return 1
-        settle(uri, parent_id)
-        status, outcome, best = finish_sweep(uri, parent_id, ended)
-    except Exception as exc:  # noqa: BLE001
-        print(f"warning: sweep parent run (token {token}) could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(f"sweep {ended}: {result_line(parent_id, status, outcome, best)}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--guard":
-        code = guard(sys.argv[2], sys.argv[3])
-        sys.stderr.flush()
-        os._exit(code)
-    print("usage: python -m runner.summary --guard TRACKING_URI SWEEP_TOKEN", file=sys.stderr)
-    sys.exit(2)

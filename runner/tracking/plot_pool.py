@@ -3,7 +3,7 @@
 Why: matplotlib takes ~70 ms for a loss curve and ~200 ms for a path over a contour on the 2-core dev
 box, and a 16-job sweep draws 24 of them plus 5 summary figures: ~5 s, more than all of its MLflow
 writes. The writer used to draw them one after another while the main process sat idle waiting for
-it. Now figure *jobs* (a function of :mod:`runner.plots` or :mod:`runner.summary` that returns a
+it. Now figure *jobs* (a function of :mod:`runner.tracking.plots` or :mod:`runner.sweeps.summary` that returns a
 figure, its arguments, and the PNG file name) go into a queue, and whichever of two workers is free
 takes the next one: the helper, or the writer itself when it has no MLflow call to make. Results
 come back as PNG bytes.
@@ -42,7 +42,7 @@ def draw_job(figures: Figures) -> tuple[dict[str, bytes], str | None]:
 
     import numpy as np
 
-    from runner import plots
+    from runner.tracking import plots
 
     files: dict[str, bytes] = {}
     error = None

@@ -4,7 +4,7 @@ At steps k = 0, ``check_grad_every``, 2·``check_grad_every``, … the loop call
 batch of current points x ``(B, d)``. It differentiates ``problem.loss(x)`` at ``problem.params(x)``
 twice, whatever backend the run uses: by autograd (g) and by finite differences with the run's
 ``backend.scheme``, ``backend.eps`` and ``backend.richardson`` (D, with its error bar e from
-:func:`runner.curvature.fd_gradient`). Per coordinate i it records
+:func:`runner.curvature.hessian.fd_gradient`). Per coordinate i it records
 
     abs_errᵢ = |gᵢ − Dᵢ|,      rel_errᵢ = abs_errᵢ / max(‖g‖∞, ‖D‖∞)
 
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.backends import Autograd, FiniteDifference
-from runner.curvature import fd_gradient
+from runner.curvature.hessian import fd_gradient
+from runner.descent.backends import Autograd, FiniteDifference
 from runner.errors import UserError
 
 SAFETY = 10.0
@@ -73,7 +73,7 @@ class GradChecker:
     """The loop's ``monitor``: call as ``checker(k, x)``; read ``series()``, ``tags()``, ``failed()``.
 
     Args:
-        problem: the run's :class:`runner.problem.Problem`.
+        problem: the run's :class:`runner.descent.problem.Problem`.
         backend_cfg: ``cfg.backend`` (``name``, ``dtype``, ``eps``, ``scheme``, ``richardson``); the
             finite-difference settings are used for the reference whatever ``name`` is.
     """

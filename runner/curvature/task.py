@@ -1,6 +1,7 @@
 """``task=derivatives``: the value, gradient and Hessian of the objective at its start point.
 
-The tutorial's first half (``../shared/seed/REFERENCE.md``) as one command::
+The tutorial's first half (finite and automatic derivatives, a list of targets, the Hessian with
+its structural zero) as one command::
 
     python -m runner task=derivatives objective=g
 
@@ -8,7 +9,7 @@ prints a table and records one MLflow run with, at step 0:
 
 * ``value`` = L(p), ``grad/<var>`` = ∂L/∂p, ``hessian/<vi>/<vj>`` = ∂²L/∂pᵢ∂pⱼ, ``hessian_eig/<i>``
   (the eigenvalues λ₀ ≤ λ₁ ≤ … of H) and ``stable_lr`` = 2/λ_max, the largest step plain gradient
-  descent can take on the local quadratic model (see :mod:`runner.curvature`);
+  descent can take on the local quadratic model (see :mod:`runner.curvature.hessian`);
 * for a list objective (``objective.expr=[e1, e2]``) each target's ``target/<i>/value`` and
   ``target/<i>/grad/<var>`` (i = 1, 2, …) besides those of the sum;
 * with ``backend=finite_diff`` the error bar of every entry, ``grad_err/<var>`` and
@@ -17,16 +18,15 @@ prints a table and records one MLflow run with, at step 0:
 p is the vector of moving variables (``objective.wrt``; all by default), at ``objective.init``.
 ``backend=autograd`` differentiates exactly (the Hessian by ``torch.func``); ``backend=finite_diff``
 uses the run's difference scheme for the gradient and second-order central differences with their own
-step ε^(1/4)·max(1, |x|) for the Hessian (:func:`runner.curvature.fd_hessian`). Structural zeros
+step ε^(1/4)·max(1, |x|) for the Hessian (:func:`runner.curvature.hessian.fd_hessian`). Structural zeros
 (TensorFlow's ``None``) are found with autograd whatever the backend
-(:func:`runner.curvature.hessian_structure`) and tagged ``hessian_structural``.
+(:func:`runner.curvature.hessian.hessian_structure`) and tagged ``hessian_structural``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +35,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import tracking
-from runner.backends import Autograd, FiniteDifference
-from runner.curvature import MAX_DIM, autograd_hessian, eigenvalues, fd_gradient, fd_hessian, hessian_structure, stable_lr
+from runner.curvature.hessian import MAX_DIM, autograd_hessian, eigenvalues, fd_gradient, fd_hessian, hessian_structure, stable_lr
+from runner.descent.backends import Autograd, FiniteDifference
+from runner.descent.build import build
+from runner.descent.loop import sample_coords
+from runner.descent.optimizers import optimizer_name
+from runner.descent.problem import Problem
 from runner.errors import UserError
-from runner.loop import sample_coords
-from runner.problem import Problem
-from runner.store import resolve_uri
+from runner.tracking.naming import swept_extras
+from runner.tracking.recorder import RunRecorder, open_store
+from runner.tracking.store import resolve_uri
 
 MATRIX_SHOWN = 8  # the Hessian is printed as a matrix up to this many moving variables
 ROWS_SHOWN = 64  # gradient rows printed; the rest are in derivatives.json
@@ -112,7 +115,7 @@ def compute_derivatives(problem: Problem, backend: Any, dtype_name: str = "", de
     FiniteDifference); per-target gradients for a list objective; the structural zeros by autograd.
 
     The Hessian (and so the eigenvalues and ``stable_lr``) is computed for at most
-    :data:`runner.curvature.MAX_DIM` moving variables; above that a note says to pick some with
+    :data:`runner.curvature.hessian.MAX_DIM` moving variables; above that a note says to pick some with
     ``objective.wrt``.
     """
     base = problem.x0.unsqueeze(0)
@@ -365,8 +368,6 @@ def as_json(d: Derivatives) -> str:
 
 def run_name(cfg: DictConfig, problem: Problem, backend: Any) -> str:
     """``g-derivatives-autograd``, plus ``-<key><value>`` for keys a multirun sweeps."""
-    from runner.job import swept_extras
-
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
     parts = [problem.name, "derivatives", backend.name]
@@ -378,54 +379,51 @@ def run_name(cfg: DictConfig, problem: Problem, backend: Any) -> str:
 
 def run_derivatives(cfg: DictConfig) -> float:
     """The task behind ``task=derivatives``: compute, print, record; the value L(p) for sweepers."""
-    from runner.job import PARENT_ENV, build
-    from runner.optimizers import optimizer_name
-
     problem, backend, device = build(cfg)
     name = run_name(cfg, problem, backend)
-    store, run_id = None, None
-    if cfg.tracking.enabled:
-        store = tracking.writer()
-        store.open(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
-        tags = {
-            "objective": problem.name,
-            "backend": backend.name,
-            "optimizer": optimizer_name(cfg.optimizer),
-            "device": str(device),
-            "dtype": cfg.backend.dtype,
-            "task": cfg.task,
-        }
-        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-        run_id = store.start_run(name, params, tags, parent_run_id=os.environ.get(PARENT_ENV) or None)
+    recorder = start_record(cfg, name, problem, backend, device) if cfg.tracking.enabled else None
     try:
         result = compute_derivatives(problem, backend, cfg.backend.dtype, str(device))
         table = format_table(result)
     except BaseException as exc:
-        if store is not None:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            store.end_run(run_id, status, {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})
+        if recorder is not None:
+            recorder.fail(exc)
         raise
-
-    if store is not None:
-        values = metrics(result, cfg.tracking.max_coords)
-        series = {key: (np.array([0]), np.array([value], dtype=float)) for key, value in values.items()}
-        store.log_metrics(run_id, series)
-        files = {"derivatives.txt": table, "derivatives.json": as_json(result)}
-        if cfg.tracking.artifacts:
-            files["config.yaml"] = OmegaConf.to_yaml(cfg, resolve=True)
-        store.log_files(run_id, files)
-        marked = result.structural_entries()
-        end_tags = {
-            "hessian_structural": ",".join(marked) if marked else ("unknown" if result.structural is None else "none"),
-        }
-        if result.stable_lr is not None and not math.isfinite(result.stable_lr):
-            end_tags["stable_lr"] = "inf (no positive curvature)"
-        if result.notes:
-            end_tags["note"] = "; ".join(result.notes)[:500]
-        store.end_run(run_id, "FINISHED", end_tags)
-
+    if recorder is not None:
+        finish_record(cfg, recorder, result, table)
     sys.stdout.write(table)
-    if run_id is not None:
-        print(f"  mlflow run {run_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
+    if recorder is not None:
+        print(f"  mlflow run {recorder.run_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
     sys.stdout.flush()
     return result.value
+
+
+def start_record(cfg: DictConfig, name: str, problem: Problem, backend: Any, device: Any) -> RunRecorder:
+    tags = {
+        "objective": problem.name,
+        "backend": backend.name,
+        "optimizer": optimizer_name(cfg.optimizer),
+        "device": str(device),
+        "dtype": cfg.backend.dtype,
+        "task": cfg.task,
+    }
+    return RunRecorder.start(open_store(cfg.tracking), name, OmegaConf.to_container(cfg, resolve=True), tags)
+
+
+def finish_record(cfg: DictConfig, recorder: RunRecorder, result: Derivatives, table: str) -> None:
+    """The metrics at step 0, the table and JSON as artifacts, the structural-zero tags."""
+    values = metrics(result, cfg.tracking.max_coords)
+    recorder.log_metrics({key: (np.array([0]), np.array([value], dtype=float)) for key, value in values.items()})
+    files = {"derivatives.txt": table, "derivatives.json": as_json(result)}
+    if cfg.tracking.artifacts:
+        files["config.yaml"] = OmegaConf.to_yaml(cfg, resolve=True)
+    recorder.log_files(files)
+    marked = result.structural_entries()
+    end_tags = {
+        "hessian_structural": ",".join(marked) if marked else ("unknown" if result.structural is None else "none"),
+    }
+    if result.stable_lr is not None and not math.isfinite(result.stable_lr):
+        end_tags["stable_lr"] = "inf (no positive curvature)"
+    if result.notes:
+        end_tags["note"] = "; ".join(result.notes)[:500]
+    recorder.finish(end_tags)

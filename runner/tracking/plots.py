@@ -356,12 +356,12 @@ def run_figure_jobs(
     title: str, steps: np.ndarray, loss: np.ndarray, grid: tuple | None = None, path: np.ndarray | None = None,
     var_names: Sequence[str] = (), minima: Sequence[Sequence[float]] = (),
 ) -> list[tuple[str, str, tuple]]:
-    """The figures of one run as :mod:`runner.plot_pool` jobs: ``plots/loss.png`` always,
+    """The figures of one run as :mod:`runner.tracking.plot_pool` jobs: ``plots/loss.png`` always,
     ``plots/path.png`` for a 2-D objective (``grid`` = (bounds, Z) around ``path``)."""
-    jobs = [("plots/loss.png", "runner.plots:loss_figure", (steps, loss, f"{title}: loss"))]
+    jobs = [("plots/loss.png", "runner.tracking.plots:loss_figure", (steps, loss, f"{title}: loss"))]
     if grid is not None:
         bounds, Z = grid
         jobs.append(
-            ("plots/path.png", "runner.plots:path_figure_on_grid", (bounds, Z, path, list(var_names), f"{title}: path", minima))
+            ("plots/path.png", "runner.tracking.plots:path_figure_on_grid", (bounds, Z, path, list(var_names), f"{title}: path", minima))
         )
     return jobs

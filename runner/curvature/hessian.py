@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from runner.backends import FiniteDifference, auto_step, representable
+from runner.descent.backends import FiniteDifference, auto_step, representable
 
 MAX_DIM = 64  # above this the start-point check is skipped (a d×d Hessian per run is not free)
 
@@ -183,7 +183,7 @@ def _combine(d_h, d_half, w_h, w_half, sigma, order: int, richardson: bool):
 def fd_gradient(loss: Loss, p: torch.Tensor, scheme: str = "central", eps: float | str = "auto", richardson: bool = False) -> FDEstimate:
     """∇L at a batch of points p ``(B, k)`` with the run's finite-difference settings, and its error bar.
 
-    The estimate is exactly the one of :class:`runner.backends.FiniteDifference` (same steps, same
+    The estimate is exactly the one of :class:`runner.descent.backends.FiniteDifference` (same steps, same
     formulas): central ``(L(p + hᵢeᵢ) − L(p − hᵢeᵢ)) / 2hᵢ`` (truncation O(h²)), forward
     ``(L(p + hᵢeᵢ) − L(p)) / hᵢ`` (O(h)), optionally Richardson-extrapolated (O(h⁴)). In the same
     batched call: the stencil at h/2 (truncation, see :func:`_combine`) and :func:`noise_points`

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runner.problem import Problem
+from runner.descent.problem import Problem
 
 OUTCOMES = ("max_steps", "converged", "diverged")
 # Steps between stopping tests. The test reads the records back (a device sync on a GPU) and finds
@@ -145,11 +145,11 @@ class _EagerStepper:
 
 
 class _FusedStepper:
-    """Plain descent as one compiled function (:func:`runner.compiled.fused_descent_step`): the next
+    """Plain descent as one compiled function (:func:`runner.descent.compiled.fused_descent_step`): the next
     point is a new tensor, so x is read once and written once per step."""
 
     def __init__(self, problem, base, backend, lr, x_index, g_index, device):
-        from runner.compiled import fused_descent_step
+        from runner.descent.compiled import fused_descent_step
 
         self.problem, self.base = problem, base
         k = problem.wrt.numel()

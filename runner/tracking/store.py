@@ -2,7 +2,7 @@
 
 :class:`MlflowStore` wraps :class:`mlflow.MlflowClient` with what a run of the runner needs: open
 (and check) the store, start a run, log metric batches, write artifacts and plots, end the run.
-It runs inside the writer process (:mod:`runner.store_process`), so that importing MLflow, opening
+It runs inside the writer process (:mod:`runner.tracking.writer`), so that importing MLflow, opening
 the SQLite store and drawing plots happen on the second core while the main process imports torch
 and descends; it can also run in-process (``MlflowStore`` used directly).
 """
@@ -68,6 +68,25 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         )
 
 
+def enable_wal(uri: str) -> None:
+    """Switch a SQLite store to write-ahead logging: parallel jobs then write while others read.
+
+    The mode is stored in the database file and persists; MLflow's 20 s busy timeout handles the
+    remaining single-writer waits.
+    """
+    path = sqlite_path(uri)
+    if path is None or not path.exists():
+        return
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(path, timeout=20)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # e.g. a file system without shared memory: keep the rollback journal
+        print(f"warning: {uri}: cannot switch to write-ahead logging ({exc}); parallel jobs will wait longer", file=sys.stderr)
+
+
 def quiet_mlflow_logs() -> None:
     """MLflow's, alembic's and SQLAlchemy's INFO lines ("Creating initial MLflow database tables…")
     are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels."""
@@ -81,9 +100,9 @@ def preimport() -> None:
     import mlflow.tracking  # noqa: F401
 
     quiet_mlflow_logs()
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 class MlflowStore:
@@ -95,7 +114,7 @@ class MlflowStore:
         self.experiment_id = ""
         self._experiment_name = ""
         self._handles: dict[str, str] = {}  # caller's names for runs started without waiting
-        # With a plot pool (the writer's, :mod:`runner.plot_pool`), a run's figures are drawn while
+        # With a plot pool (the writer's, :mod:`runner.tracking.plot_pool`), a run's figures are drawn while
         # other calls go on; its end_run waits (deferred) until they are logged, so a run that
         # reads FINISHED has all of its artifacts.
         self.pool = pool
@@ -251,11 +270,11 @@ class MlflowStore:
         """The artifacts of one descent: config, trajectory table and plots.
 
         ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array), ``title`` and
-        ``plots`` (the arguments of :func:`runner.plots.run_figure_jobs`, computed by the main
+        ``plots`` (the arguments of :func:`runner.tracking.plots.run_figure_jobs`, computed by the main
         process). With a plot pool the figures are drawn meanwhile; :meth:`plots_done` logs them
         together with the config and the table, in one call.
         """
-        from runner import plot_pool, plots
+        from runner.tracking import plot_pool, plots
 
         run_id = self.run_id(run_id)
         header, rows = bundle["table"]

@@ -13,7 +13,7 @@ MIN_STEPS = 2000
 
 
 def make_progress(setting: Any, steps: int, label: str, mininterval: float = 0.25) -> Callable[[int, float], None] | None:
-    """A ``progress(k, loss)`` callback for :func:`runner.loop.descend`, or None for no bar."""
+    """A ``progress(k, loss)`` callback for :func:`runner.descent.loop.descend`, or None for no bar."""
     if setting in (False, "false") or (setting in ("auto", None) and not (sys.stderr.isatty() and steps >= MIN_STEPS)):
         return None
     try:

@@ -1,0 +1,140 @@
+"""The guard: a process that ends a sweep's parent run if the sweep's own process goes away first.
+
+Hydra does not call ``on_multirun_end`` when a job fails or the sweep is interrupted. So when a sweep
+begins, :class:`Guard` starts ``python -m runner.sweeps.guard --guard URI TOKEN``, which waits on its
+stdin. The sweep writes ``done`` when it has ended the parent itself; if the pipe closes without that
+(the launching process was interrupted, a job failed and Hydra stopped the sweep, the process was
+killed), the guard summarises what was recorded and ends the parent as FAILED, or KILLED after
+``interrupted``. Only the standard library is imported until then.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from runner.sweeps.summary import finish_sweep, result_line, search_children
+
+
+class Guard:
+    """A process that ends the parent run if this process goes away before the sweep ends it."""
+
+    def __init__(self, uri: str, token: str) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.sweeps.guard", "--guard", uri, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C or hang-up of the terminal does not reach it
+        )
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        except ValueError:  # not the main thread
+            pass
+
+    def _say(self, word: str) -> None:
+        try:
+            self.proc.stdin.write(word.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _on_interrupt(self, signum, frame) -> None:
+        self._say("interrupted")
+        if callable(self._previous):
+            return self._previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def release(self, done: bool = True) -> None:
+        """Stop guarding; ``done``: the sweep ended its parent, the guard exits doing nothing."""
+        if self._previous is not None:
+            try:
+                signal.signal(signal.SIGINT, self._previous)
+            except ValueError:
+                pass
+        if done:
+            self._say("done")
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+def settle(uri: str, parent_id: str, poll: float = 1.0, limit: float = 30.0) -> None:
+    """Wait until the children stop changing: writers of the jobs may still be finishing their runs
+    when the sweep's process is gone. Children of killed workers stay RUNNING; then the children's
+    states unchanged over two polls is enough."""
+    import time
+
+    from runner.tracking.store import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    deadline = time.time() + limit
+    before = None
+    while time.time() < deadline:
+        now = sorted((r.info.run_id, r.info.status, r.info.end_time) for r in search_children(client, parent))
+        if now == before or (now and all(status != "RUNNING" for _, status, _ in now)):
+            return
+        before = now
+        time.sleep(poll)
+
+
+def find_parent(uri: str, token: str) -> str | None:
+    """MLflow's id of the sweep's parent run, found by its ``sweep.token`` tag (None if it was never
+    created)."""
+    from runner.tracking.store import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, filter_string=f"tags.`sweep.token` = '{token}'", max_results=1) if experiments else []
+    return found[0].info.run_id if found else None
+
+
+def guard(uri: str, token: str) -> int:
+    """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``.
+
+    The parent is named by its ``sweep.token`` tag: the sweep's process may not know MLflow's id of
+    it yet (with the basic launcher its jobs run before it asks)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
+    words = sys.stdin.buffer.read().decode(errors="replace").split()
+    if "done" in words:
+        return 0
+    ended = "interrupted" if "interrupted" in words else "aborted"
+    try:
+        parent_id = find_parent(uri, token)
+        if parent_id is None:
+            print("warning: the sweep ended before its parent run was created", file=sys.stderr)
+            return 1
+        settle(uri, parent_id)
+        status, outcome, best = finish_sweep(uri, parent_id, ended)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: sweep parent run (token {token}) could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"sweep {ended}: {result_line(parent_id, status, outcome, best)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--guard":
+        code = guard(sys.argv[2], sys.argv[3])
+        sys.stderr.flush()
+        os._exit(code)
+    print("usage: python -m runner.sweeps.guard --guard TRACKING_URI SWEEP_TOKEN", file=sys.stderr)
+    sys.exit(2)

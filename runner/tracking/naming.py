@@ -1,0 +1,57 @@
+"""How runs are named, and how a sweep tells its jobs which parent and keys they belong to.
+
+A run's name says what it is: ``<objective>-<optimizer>-lr<lr>`` (``g-sgd-lr0.1``), and in a multirun
+``-<key><value>`` for every other key the sweep varies (``g-sgd-lr0.1-momentum0.9``). The sweep
+callback (:mod:`runner.sweeps.callback`) runs in the launching process and hands the jobs, wherever
+they run, two environment variables: the parent run and the swept keys.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+PARENT_ENV = "RUNNER_PARENT_RUN_ID"  # set by the sweep callback: the multirun's parent run
+SWEPT_ENV = "RUNNER_SWEPT_KEYS"  # set by the sweep callback: comma-separated keys the sweep varies
+
+
+def swept_extras(cfg: Any) -> dict[str, Any]:
+    """In a multirun, the overridden keys that the base run name does not already show.
+
+    With the sweep callback, only the keys the sweep varies (``$RUNNER_SWEPT_KEYS``); without it,
+    every task override of the job.
+    """
+    swept = os.environ.get(SWEPT_ENV)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # not under Hydra (tests calling run_job directly)
+        return {}
+    if hc.mode != RunMode.MULTIRUN:
+        return {}
+    extras = {}
+    for item in hc.overrides.task:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in ("objective", "optimizer", "lr") or key.startswith(("tracking", "hydra", "progress")):
+            continue
+        if swept is not None and key not in swept.split(","):
+            continue
+        extras[key] = value
+    return extras
+
+
+def format_number(value: float) -> str:
+    """Short, exact-looking numbers for names: 0.1 -> '0.1', 1e-05 -> '1e-05', 3.0 -> '3'."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = ()) -> str:
+    """``g-sgd-lr0.1``, plus ``-<key><value>`` for other swept keys."""
+    parts = [objective, optimizer, f"lr{format_number(lr)}"]
+    for key, value in dict(extras).items():
+        parts.append(f"{key.rsplit('.', 1)[-1]}{format_number(value) if isinstance(value, float) else value}")
+    return "-".join(parts)
