@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from runner.tracking import records
 from runner.tracking.naming import run_name, swept_extras
 from runner.tracking.recorder import RunRecorder, open_store
 from runner.tracking.store import resolve_uri
+from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
 
@@ -64,9 +66,9 @@ def run_optimize(cfg: DictConfig) -> float:
     store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
     check_optimizer(plan)
     recorder = start_record(plan, store) if store is not None else None
-    traj, streamed = descend_recorded(plan, recorder)
+    traj, trajectory_file = descend_recorded(plan, recorder)
     if recorder is not None:
-        finish_record(plan, recorder, traj, streamed)
+        finish_record(plan, recorder, traj, trajectory_file)
     report(plan, traj, recorder)
     final_loss = traj.final_loss(0)
     return final_loss if math.isfinite(final_loss) else math.inf
@@ -125,19 +127,14 @@ def start_record(plan: Plan, store: Any) -> RunRecorder:
     return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
 
 
-def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, int]:
-    """The descent, and the first step whose metrics were not streamed: a long run's metrics go to
-    the writer while it goes on. A run whose descent raises (an interrupt included) is ended KILLED
-    or FAILED before the exception goes on."""
+def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, Path | None]:
+    """The descent, and the run's trajectory.csv. The metrics and the file are written while it
+    descends (:class:`runner.tracking.stream.RunStream`); the Trajectory keeps only the metric
+    samples, so memory does not grow with the steps. A run whose descent raises (an interrupt
+    included) is ended KILLED or FAILED, with what it recorded so far, before the exception goes on."""
     cfg = plan.cfg
-    streamed = {"upto": 0}  # metrics of steps before this one went to the writer during the descent
-
-    def stream(lo: int, hi: int, window) -> None:
-        # The writer (the other core) logs them while the descent goes on, instead of all at once
-        # after it (~0.5 s for 20,000 steps on the dev box).
-        recorder.log_metrics(records.window_series(lo, window, 0, plan.x_names, plan.g_names, plan.stride))
-        streamed["upto"] = hi
-
+    csv_path = output_folder() / "trajectory.csv" if recorder is not None and cfg.tracking.artifacts else None
+    stream = RunStream(recorder, plan.x_names, plan.g_names, plan.stride, csv_path) if recorder is not None else None
     try:
         traj = descend(
             plan.problem,
@@ -151,24 +148,36 @@ def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajecto
             monitor_every=cfg.check_grad_every,
             progress=make_progress(cfg.progress, cfg.steps, plan.name),
             fused_lr=plan.fused_lr,
-            stream=stream if recorder is not None else None,
+            record_every=plan.stride,
+            on_window=stream.window if stream is not None else None,
         )
     except BaseException as exc:
-        if recorder is not None:
-            recorder.fail(exc)
+        if stream is not None:
+            path = stream.close()
+            recorder.fail(exc, {"trajectory.csv": path} if path is not None else None)
         raise
-    return traj, streamed["upto"]
+    return traj, stream.close() if stream is not None else None
 
 
-def finish_record(plan: Plan, recorder: RunRecorder, traj: Trajectory, streamed: int) -> None:
-    """The rest of the metrics, the artifacts and the final tags; the run ends FINISHED."""
-    cfg = plan.cfg
-    series = records.metric_series(traj, 0, plan.x_names, plan.g_names, plan.stride, start=streamed)
+def output_folder() -> Path:
+    """The Hydra job's output folder (where ``.hydra/`` is), else a new temporary folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under Hydra: tests and the Python API calling run_job directly
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="runner-job-"))
+
+
+def finish_record(plan: Plan, recorder: RunRecorder, traj: Trajectory, trajectory_file: Path | None) -> None:
+    """The gradient check's metrics, the artifacts and the final tags; the run ends FINISHED (the
+    descent's metrics were logged while it ran)."""
     if plan.checker is not None:
-        series.update(plan.checker.series())
-    recorder.log_metrics(series)
-    if cfg.tracking.artifacts:
-        recorder.log_run_artifacts(artifact_bundle(plan, traj))
+        recorder.log_metrics(plan.checker.series())
+    if plan.cfg.tracking.artifacts:
+        recorder.log_run_artifacts(artifact_bundle(plan, traj, trajectory_file))
     # In an in-process sweep the next job starts while this run's plots are drawn; elsewhere
     # the job returns only when its run is complete in the store.
     recorder.finish(end_tags(plan, traj), wait=not in_process_sweep())
@@ -188,17 +197,18 @@ def end_tags(plan: Plan, traj: Trajectory) -> dict[str, str]:
     return tags
 
 
-def artifact_bundle(plan: Plan, traj: Trajectory) -> dict[str, Any]:
-    """What the writer turns into config.yaml, trajectory.csv and the plots."""
-    final = int(traj.final_step[0])
-    grid = contour_grid(plan.problem, traj)
+def artifact_bundle(plan: Plan, traj: Trajectory, trajectory_file: Path | None) -> dict[str, Any]:
+    """What the writer turns into config.yaml, trajectory.csv and the plots (drawn from the metric
+    samples: every step up to 1,000 steps, about 1,000 points beyond)."""
+    at = traj.row_positions(0)
+    grid = contour_grid(plan.problem, traj.x[at, 0, :])
     return {
         "config": OmegaConf.to_yaml(plan.cfg, resolve=True),
-        "table": records.trajectory_table(traj, 0, plan.x_names, plan.g_names),
+        "trajectory": str(trajectory_file) if trajectory_file is not None else None,
         "title": plan.name,
         "plots": {
-            "steps": np.arange(final + 1),
-            "loss": traj.loss[: final + 1, 0],
+            "steps": traj.steps[at],
+            "loss": traj.loss[at, 0],
             "grid": None if grid is None else grid[:2],
             "path": None if grid is None else grid[2],
             # Plain strings: the writer must not unpickle (and import) our name sequences.
@@ -208,14 +218,12 @@ def artifact_bundle(plan: Plan, traj: Trajectory) -> dict[str, Any]:
     }
 
 
-def contour_grid(problem: Problem, traj: Trajectory, row: int = 0):
+def contour_grid(problem: Problem, path: np.ndarray):
     """For 2-D objectives: a grid around the path and the minima, evaluated in one batched call."""
     from runner.tracking import plots
 
     if problem.dim != 2:
         return None
-    last = int(traj.final_step[row]) + 1
-    path = traj.x[:last, row, :]
     bounds = plots.contour_bounds([path], problem.minima)
     X, Y, points = plots.grid_points(bounds)
     with torch.no_grad():

@@ -19,7 +19,7 @@ from runner.descent.memory import check_fits, estimate_bytes
 from runner.descent.optimizers import ManualDescent
 from runner.descent.progress import make_progress
 from runner.errors import UserError
-from runner.tracking.records import log_stride, metric_series, sampled_steps, window_series
+from runner.tracking.records import log_stride, metric_series, sampled_steps, window_rows
 
 F64, CPU = torch.float64, torch.device("cpu")
 
@@ -60,33 +60,43 @@ def test_metric_sampling_stride():
     assert sampled_steps(9, 3).tolist() == [0, 3, 6, 9]
 
 
-def test_streamed_windows_are_the_trajectorys_records_and_sample_like_it():
-    """The loop hands out final records while it runs; windows plus the tail are the whole series."""
+def test_every_step_reaches_the_window_sink_once_and_equals_the_trajectory():
+    """The loop hands out each window after its stopping test; the windows are the whole record."""
     f = problem("f")
     windows = []
     traj = descend(f, Autograd(), lambda p: ManualDescent(p, 0.01), steps=5000,
-                   stream=lambda lo, hi, rec: windows.append((lo, hi, rec)), stream_every=1000)
-    assert [(lo, hi) for lo, hi, _ in windows] == [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096)]
-    for lo, hi, rec in windows:
+                   on_window=lambda lo, rec, finals: windows.append((lo, rec, finals.copy())))
+    assert [lo for lo, _, _ in windows] == list(range(0, 5001, 32))
+    for lo, rec, finals in windows:
+        hi = lo + len(rec["loss"])
         assert np.array_equal(rec["loss"], traj.loss[lo:hi]) and np.array_equal(rec["x"], traj.x[lo:hi])
         assert np.array_equal(rec["grad"], traj.grad[lo:hi]) and np.array_equal(rec["grad_norm"], traj.grad_norm[lo:hi])
+        assert finals.tolist() == ([5000] if hi == 5001 else [-1])  # the final step, once known
+
+
+def test_a_sampled_trajectory_keeps_the_metric_samples_of_the_full_one():
+    f = problem("f")
     stride = log_stride(5000, "auto")
-    whole = metric_series(traj, 0, ["x"], ["x"], stride)
-    parts = [window_series(lo, rec, 0, ["x"], ["x"], stride) for lo, _, rec in windows]
-    parts.append(metric_series(traj, 0, ["x"], ["x"], stride, start=windows[-1][1]))
+    full = descend(f, Autograd(), lambda p: ManualDescent(p, 0.01), steps=5000)
+    sampled = descend(f, Autograd(), lambda p: ManualDescent(p, 0.01), steps=5000, record_every=stride)
+    assert sampled.steps.tolist() == list(range(0, 5001, stride))
+    whole, kept = metric_series(full, 0, ["x"], ["x"], stride), metric_series(sampled, 0, ["x"], ["x"], stride)
     for key, (steps, values) in whole.items():
-        assert np.array_equal(np.concatenate([p[key][0] for p in parts]), steps), key
-        assert np.array_equal(np.concatenate([p[key][1] for p in parts]), values), key
+        assert np.array_equal(kept[key][0], steps) and np.array_equal(kept[key][1], values), key
 
 
-def test_nothing_is_streamed_past_a_stop():
+def test_a_stop_inside_a_window_is_known_to_the_sink_and_the_rows_after_it_are_not_the_runs():
     f = problem("f")
     windows = []
     traj = descend(f, Autograd(), lambda p: ManualDescent(p, 1.0), steps=5000,  # diverges near step 450
-                   stream=lambda lo, hi, rec: windows.append((lo, hi)), stream_every=64)
+                   on_window=lambda lo, rec, finals: windows.append((lo, len(rec["loss"]), finals.copy())))
     assert traj.outcome == ["diverged"]
-    assert windows and windows[-1][1] <= traj.final_step[0]
-    assert [lo for lo, _ in windows] == [hi for _, hi in [(0, 0)] + windows[:-1]]
+    final = int(traj.final_step[0])
+    lo, count, finals = windows[-1]
+    assert lo <= final < lo + count and finals.tolist() == [final]
+    own, sampled = window_rows(lo, count, final, 7)
+    assert (lo + own).tolist() == list(range(lo, final + 1))
+    assert (lo + sampled).tolist() == [s for s in range(lo, final + 1) if s % 7 == 0 or s == final]
 
 
 @pytest.mark.slow

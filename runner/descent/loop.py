@@ -5,11 +5,16 @@ is the start point, before any update), and then updates. A row stops at the fir
 or gradient is not finite (``diverged``), or whose gradient norm is ≤ ``tol`` (``converged``);
 otherwise it runs all steps (``max_steps``). Stopped rows are frozen while the others go on.
 
-Records stay on the run's device; the stopping test reads them back only every ``sync_every`` steps
-(on a GPU each read waits for the device; on the CPU a per-step test costs more Python than the
-step itself) and finds each row's first stopping step in the records, so the outcome, the records and
-the final point are the same as with a test at every step. A row that stopped inside a window takes
-its remaining steps of the window before it is frozen; what it did then is discarded.
+Records stay on the run's device for a *window* of ``sync_every`` steps; then the stopping test
+reads them back (on a GPU each read waits for the device; on the CPU a per-step test costs more
+Python than the step itself) and finds each row's first stopping step in the window, so the outcome,
+the records and the final point are the same as with a test at every step. A row that stopped inside
+a window takes its remaining steps of the window before it is frozen; what it did then is discarded.
+
+Memory does not grow with the steps beyond what is kept: after its test, a window is handed to
+``on_window`` (a run streams its metrics and its trajectory file from there) and the
+:class:`Trajectory` keeps only the steps ``0, record_every, 2·record_every, …`` and each row's final
+step; the window's tensors are then dropped.
 """
 
 from __future__ import annotations
@@ -30,23 +35,31 @@ OUTCOMES = ("max_steps", "converged", "diverged")
 # and tensor overhead is what a larger value saves (on the CPU too).
 SYNC_EVERY = 32
 Monitor = Callable[[int, torch.Tensor], None]
+# on_window(lo, records, final_step): records of steps lo, lo + 1, … as numpy (``loss``,
+# ``grad_norm`` (T, B); ``x``, ``grad`` (T, B, ·)); final_step (B,): each row's final step when
+# known by the end of this window, else -1. Records past a row's final step are not its own.
+WindowSink = Callable[[int, dict, np.ndarray], None]
 
 
 @dataclass
 class Trajectory:
-    """What a descent did, on the host, as numpy arrays.
+    """What a descent did, on the host, as numpy arrays, at the kept steps.
 
     Attributes:
-        loss, grad_norm: ``(K, B)``, K = last recorded step + 1; nan after a row's final step.
-        x: ``(K, B, m)`` the recorded coordinates ``x_coords`` of x.
-        grad: ``(K, B, n)`` the recorded coordinates ``grad_coords`` of the gradient (indices into
+        steps: ``(S,)`` the kept steps, increasing: every ``record_every``-th step and each row's
+            final step (every step when ``record_every`` is 1, so that ``loss[k]`` is step k).
+        loss, grad_norm: ``(S, B)``; nan after a row's final step.
+        x: ``(S, B, m)`` the recorded coordinates ``x_coords`` of x.
+        grad: ``(S, B, n)`` the recorded coordinates ``grad_coords`` of the gradient (indices into
             the moving variables).
         final_step: ``(B,)`` each row's last recorded step.
         outcome: each row's outcome, one of :data:`OUTCOMES`.
         x_final: ``(B, d)`` each row's final point, all coordinates.
         seconds: wall time of the loop.
+        record_every: the stride of the kept steps.
     """
 
+    steps: np.ndarray
     loss: np.ndarray
     grad_norm: np.ndarray
     x: np.ndarray
@@ -57,13 +70,24 @@ class Trajectory:
     outcome: list[str]
     x_final: np.ndarray
     seconds: float
+    record_every: int = 1
 
-    @property
-    def batch(self) -> int:
-        return self.loss.shape[1]
+    def index(self, step: int) -> int:
+        """The position of a kept step in ``steps``."""
+        i = int(np.searchsorted(self.steps, step))
+        if i >= len(self.steps) or self.steps[i] != step:
+            raise KeyError(f"step {step} was not kept (every {self.record_every} steps and the final ones)")
+        return i
+
+    def row_positions(self, row: int) -> np.ndarray:
+        """Positions of one row's own kept steps: its multiples of ``record_every`` up to its final
+        step, and the final step (other rows' final steps are left out)."""
+        final = int(self.final_step[row])
+        own = ((self.steps % self.record_every) == 0) | (self.steps == final)
+        return np.flatnonzero(own & (self.steps <= final))
 
     def final_loss(self, row: int = 0) -> float:
-        return float(self.loss[self.final_step[row], row])
+        return float(self.loss[self.index(int(self.final_step[row])), row])
 
 
 def sample_coords(n: int, limit: int) -> list[int]:
@@ -114,6 +138,9 @@ class _EagerStepper:
         """``(x_k, L, ‖∇L‖ or None, x record, grad record)``: the norm is None when the whole
         gradient is recorded, since the loop then takes norms of the records in bulk."""
         value, grad = self.backend.value_and_grad(self.loss, self.p)
+        # The loss of an expression such as ``x`` or ``-x`` can be a view of p, which the optimizer
+        # updates in place: the recorded loss must be the value at x_k, so it is copied.
+        value = value.detach().clone()
         self.grad = grad
         x_k = self.problem.assemble(self.p.detach(), self.base)
         norm = None if self.g_whole else torch.linalg.vector_norm(grad, dim=-1)
@@ -176,6 +203,122 @@ class _FusedStepper:
         return self.problem.assemble(self.p, self.base)
 
 
+class _Window:
+    """The records of the steps since the last stopping test, on the device (one tensor per step)."""
+
+    def __init__(self) -> None:
+        self.lo = 0
+        self.losses: list[torch.Tensor] = []  # per step, (B,)
+        self.norms: list[torch.Tensor | None] = []  # per step ‖∇L‖ (B,), or None: taken in bulk
+        self.xs: list[torch.Tensor] = []  # per step, (B, m)
+        self.gs: list[torch.Tensor] = []  # per step, (B, n)
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+    def add(self, value, norm, x_rec, g_rec) -> None:
+        self.losses.append(value)
+        self.norms.append(norm)
+        self.xs.append(x_rec)
+        self.gs.append(g_rec)
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``."""
+        gs = torch.stack(self.gs)
+        norms = torch.linalg.vector_norm(gs, dim=-1) if self.norms[0] is None else torch.stack(self.norms)
+        return {"loss": torch.stack(self.losses), "grad_norm": norms, "x": torch.stack(self.xs), "grad": gs}
+
+    def restart(self, lo: int) -> None:
+        self.lo = lo
+        self.losses, self.norms, self.xs, self.gs = [], [], [], []
+
+
+class _Stops:
+    """Each row's final step (-1 while it runs), why it stopped, and its final point."""
+
+    def __init__(self, base: torch.Tensor) -> None:
+        B, device = base.shape[0], base.device
+        self.step = torch.full((B,), -1, dtype=torch.long, device=device)
+        self.code = torch.zeros((B,), dtype=torch.long, device=device)
+        self.x_final = base.clone()
+        self.frozen: torch.Tensor | None = None  # rows that no longer move; None while all run
+
+    def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | None) -> bool:
+        """Find the rows that stopped in this window; whether every row is still running."""
+        if _all_running(window["loss"], window["grad_norm"], tol):
+            return True
+        first, why = _first_stop(window["loss"], window["grad_norm"], tol)
+        newly = (self.step < 0) & (first >= 0)
+        self.step = torch.where(newly, first + lo, self.step)
+        self.code = torch.where(newly, why, self.code)
+        # Where x is recorded in full the final point is read from the records at the end;
+        # otherwise it is the point at this test (≤ sync_every − 1 steps late).
+        self.x_final = torch.where(newly.unsqueeze(-1), x_k, self.x_final)
+        self.frozen = self.step >= 0
+        return False
+
+    def end(self, k: int, x_now: torch.Tensor) -> None:
+        """Rows still running at step k stop there (``max_steps``) at their current point."""
+        running = self.step < 0
+        self.step = torch.where(running, torch.full_like(self.step, k), self.step)
+        self.x_final = torch.where(running.unsqueeze(-1), x_now, self.x_final)
+
+    def all_stopped(self) -> bool:
+        return self.frozen is not None and bool(self.frozen.all())
+
+
+class _Kept:
+    """The steps a :class:`Trajectory` keeps, on the host: every ``every``-th step and each row's
+    final step, gathered from each window before it is dropped."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.chunks: list[dict[str, np.ndarray]] = []
+
+    def add(self, lo: int, window: dict[str, torch.Tensor], finals: np.ndarray | None) -> None:
+        """``finals``: the rows' final steps known so far (None while every row runs)."""
+        T = window["loss"].shape[0]
+        steps = np.arange(lo, lo + T)
+        keep = (steps % self.every) == 0
+        if finals is not None:
+            keep |= np.isin(steps, finals)
+        if not keep.any():
+            return
+        index = np.flatnonzero(keep)
+        if len(index) == T:
+            chunk = {key: value.cpu().numpy() for key, value in window.items()}
+        else:
+            at = torch.as_tensor(index, device=window["loss"].device)
+            chunk = {key: value.index_select(0, at).cpu().numpy() for key, value in window.items()}
+        chunk["steps"] = steps[index]
+        self.chunks.append(chunk)
+
+    def trajectory(self, stops: _Stops, x_coords, g_coords, x_whole: bool, seconds: float) -> Trajectory:
+        final = stops.step.cpu().numpy()
+        steps = np.concatenate([c["steps"] for c in self.chunks])
+        arrays = {key: np.concatenate([c[key] for c in self.chunks]) for key in ("loss", "grad_norm", "x", "grad")}
+        last = int(final.max())
+        upto = steps <= last
+        steps = steps[upto]
+        arrays = {key: value[upto] for key, value in arrays.items()}
+        # Blank out what a row recorded after its own final step (rows stop at different steps).
+        after = steps[:, None] > final[None, :]
+        for key in ("loss", "grad_norm"):
+            arrays[key][after] = math.nan
+        for key in ("x", "grad"):
+            arrays[key][after] = math.nan
+        x_final = stops.x_final.detach().cpu().numpy()
+        if x_whole:  # the exact final point of every row, from the records at its final step
+            at = np.searchsorted(steps, final)
+            x_final = arrays["x"][at, np.arange(len(final))].copy()
+        return Trajectory(
+            steps=steps, loss=arrays["loss"], grad_norm=arrays["grad_norm"], x=arrays["x"], grad=arrays["grad"],
+            x_coords=x_coords, grad_coords=g_coords, final_step=final,
+            outcome=[OUTCOMES[c] for c in stops.code.cpu().tolist()], x_final=x_final, seconds=seconds,
+            record_every=self.every,
+        )
+
+
 def descend(
     problem: Problem,
     backend: Any,
@@ -191,8 +334,8 @@ def descend(
     monitor_every: int = 0,
     progress: Callable[[int, float], None] | None = None,
     fused_lr: float | None = None,
-    stream: Callable[[int, int, dict[str, np.ndarray]], None] | None = None,
-    stream_every: int = 2048,
+    record_every: int = 1,
+    on_window: WindowSink | None = None,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -204,108 +347,50 @@ def descend(
         progress: called as ``progress(k, loss_of_row_0)`` every so often.
         fused_lr: plain descent with this step as one compiled function (``backend.compile=true``);
             ``make_optimizer`` is then not used.
-        stream: called as ``stream(lo, hi, records)`` with the records of steps lo … hi − 1 (numpy
-            ``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``) once they are final:
-            about every ``stream_every`` steps, at a stopping test that found every row running. A
-            long run's metrics can then be logged while it goes on; the Trajectory still holds all.
+        record_every: the Trajectory keeps every ``record_every``-th step and the final steps.
+        on_window: called after each stopping test with the window's records (see
+            :data:`WindowSink`): every step reaches it once, in order, and then is dropped.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
-    B, device = base.shape[0], base.device
-    if sync_every is None:
-        sync_every = SYNC_EVERY
-    k_moving = problem.wrt.numel()
     x_coords = sample_coords(problem.dim, max_coords)
-    g_coords = sample_coords(k_moving, max_coords)
-    x_index = None if len(x_coords) == problem.dim else torch.tensor(x_coords, device=device)
-    g_index = None if len(g_coords) == k_moving else torch.tensor(g_coords, device=device)
-    if fused_lr is not None:
-        stepper = _FusedStepper(problem, base, backend, fused_lr, x_index, g_index, device)
-    else:
-        stepper = _EagerStepper(problem, base, backend, make_optimizer, closure, x_index, g_index)
-
-    losses: list[torch.Tensor] = []  # per step, (B,)
-    norms: list[torch.Tensor | None] = []  # per step ‖∇L‖ (B,), or None: taken from gs in bulk
-    xs: list[torch.Tensor] = []  # per step, (B, m)
-    gs: list[torch.Tensor] = []
-
-    def window_norms(lo: int, hi: int) -> torch.Tensor:
-        if norms[lo] is None:
-            return torch.linalg.vector_norm(torch.stack(gs[lo:hi]), dim=-1)
-        return torch.stack(norms[lo:hi])
-
-    stop = torch.full((B,), -1, dtype=torch.long, device=device)
-    code = torch.zeros((B,), dtype=torch.long, device=device)
-    x_final = base.clone()
-
-    def records(lo: int, hi: int) -> dict[str, np.ndarray]:
-        return {
-            "loss": torch.stack(losses[lo:hi]).cpu().numpy(),
-            "grad_norm": window_norms(lo, hi).cpu().numpy(),
-            "x": torch.stack(xs[lo:hi]).cpu().numpy(),
-            "grad": torch.stack(gs[lo:hi]).cpu().numpy(),
-        }
-
-    checked, k, frozen, streamed = 0, 0, None, 0
+    g_coords = sample_coords(problem.wrt.numel(), max_coords)
+    stepper = _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords)
+    window, stops, kept = _Window(), _Stops(base), _Kept(max(1, int(record_every)))
+    sync_every = sync_every or SYNC_EVERY
+    k = 0
     for k in range(steps + 1):
         x_k, value, norm, x_rec, g_rec = stepper.evaluate()
         if monitor is not None and monitor_every and k % monitor_every == 0:
             monitor(k, x_k)
-        losses.append(value)
-        norms.append(norm)
-        xs.append(x_rec)
-        gs.append(g_rec)
+        window.add(value, norm, x_rec, g_rec)
         last = k == steps
-        if last or (k + 1 - checked) >= sync_every:
-            window_loss, window_norm = torch.stack(losses[checked:]), window_norms(checked, k + 1)
-            running = _all_running(window_loss, window_norm, tol)
-            if not running:
-                first, why = _first_stop(window_loss, window_norm, tol)
-                newly = (stop < 0) & (first >= 0)
-                stop = torch.where(newly, first + checked, stop)
-                code = torch.where(newly, why, code)
-                # Where x is recorded in full the final point is read from the records below;
-                # otherwise it is the point at this check (≤ sync_every − 1 steps late on a GPU).
-                x_final = torch.where(newly.unsqueeze(-1), x_k, x_final)
-                frozen = stop >= 0
-                if bool(frozen.all()):
-                    break
-            checked = k + 1
-            if stream is not None and running and frozen is None and checked - streamed >= stream_every and not last:
-                stream(streamed, checked, records(streamed, checked))
-                streamed = checked
+        if last or len(window) >= sync_every:
+            records = window.stacked()
+            running = stops.test(window.lo, records, x_k, tol)
+            if last:
+                stops.end(k, stepper.current())
+            finals = None if running and not last else stops.step.cpu().numpy()
+            kept.add(window.lo, records, finals)
+            if on_window is not None:
+                on_window(window.lo, {key: v.cpu().numpy() for key, v in records.items()},
+                          finals if finals is not None else np.full(base.shape[0], -1))
             if progress is not None:
                 progress(k, float(value[0]))
-        if last:
-            break
-        stepper.advance(frozen)
+            window.restart(k + 1)
+            if stops.all_stopped() or last:
+                break
+        stepper.advance(stops.frozen)
+    if not last:  # every row stopped before the last step
+        stops.end(k, stepper.current())
+    return kept.trajectory(stops, x_coords, g_coords, len(x_coords) == problem.dim, time.perf_counter() - start)
 
-    with torch.no_grad():
-        running = stop < 0
-        stop = torch.where(running, torch.full_like(stop, k), stop)
-        x_final = torch.where(running.unsqueeze(-1), stepper.current(), x_final)
-        K = int(stop.max()) + 1
-        rec_x = torch.stack(xs[:K])
-        if x_index is None:
-            x_final = rec_x[stop, torch.arange(B, device=device)]
-        # Blank out what a row recorded after its own final step (rows stop at different steps).
-        after = torch.arange(K, device=device).unsqueeze(1) > stop.unsqueeze(0)
-        nan = math.nan
-        loss = torch.stack(losses[:K]).masked_fill(after, nan)
-        rec_g = torch.stack(gs[:K])
-        gnorm = window_norms(0, K)
-        gnorm = gnorm.masked_fill(after, nan)
-        rec_x = rec_x.masked_fill(after.unsqueeze(-1), nan)
-        rec_g = rec_g.masked_fill(after.unsqueeze(-1), nan)
-    return Trajectory(
-        loss=loss.cpu().numpy(),
-        grad_norm=gnorm.cpu().numpy(),
-        x=rec_x.cpu().numpy(),
-        grad=rec_g.cpu().numpy(),
-        x_coords=x_coords,
-        grad_coords=g_coords,
-        final_step=stop.cpu().numpy(),
-        outcome=[OUTCOMES[c] for c in code.cpu().tolist()],
-        x_final=x_final.detach().cpu().numpy(),
-        seconds=time.perf_counter() - start,
-    )
+
+def _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords):
+    """The eager optimizer step, or the fused compiled step of plain descent."""
+    device = base.device
+    x_index = None if len(x_coords) == problem.dim else torch.tensor(x_coords, device=device)
+    g_index = None if len(g_coords) == problem.wrt.numel() else torch.tensor(g_coords, device=device)
+    if fused_lr is not None:
+        return _FusedStepper(problem, base, backend, fused_lr, x_index, g_index, device)
+    return _EagerStepper(problem, base, backend, make_optimizer, closure, x_index, g_index)

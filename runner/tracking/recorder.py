@@ -63,7 +63,10 @@ class RunRecorder:
         """End the run FINISHED with its final tags (``wait=False``: the sweep's end waits)."""
         self.store.end_run(self.run_id, "FINISHED", dict(tags), _wait=wait)
 
-    def fail(self, exc: BaseException) -> None:
-        """End the run KILLED (an interrupt) or FAILED, saying why."""
+    def fail(self, exc: BaseException, files: Mapping[str, Any] | None = None) -> None:
+        """End the run KILLED (an interrupt) or FAILED, saying why, with ``files`` (what the job
+        recorded so far, e.g. the trajectory) as artifacts."""
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        if files:
+            self.store.log_files(self.run_id, files)
         self.store.end_run(self.run_id, status, {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]})

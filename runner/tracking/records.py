@@ -43,21 +43,27 @@ def sampled_steps(final_step: int, stride: int, start: int = 0) -> np.ndarray:
     return steps[steps >= start]
 
 
-def metric_series(
-    traj, row: int, x_names: list[str], g_names: list[str], stride: int, start: int = 0
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The contract's per-step metrics of one trajectory row, sampled every ``stride`` steps
-    (from step ``start`` on: what was streamed during the descent is not sent again)."""
-    steps = sampled_steps(int(traj.final_step[row]), stride, start)
-    return _series(steps, traj.loss[steps, row], traj.grad_norm[steps, row], traj.x[steps, row], traj.grad[steps, row], x_names, g_names)
+def metric_series(traj, row: int, x_names: list[str], g_names: list[str], stride: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The contract's per-step metrics of one trajectory row at its sampled steps (every
+    ``stride``-th step and its final step; the trajectory must have kept them)."""
+    final = int(traj.final_step[row])
+    at = np.array([traj.index(int(s)) for s in sampled_steps(final, stride)])
+    return _series(traj.steps[at], traj.loss[at, row], traj.grad_norm[at, row], traj.x[at, row], traj.grad[at, row], x_names, g_names)
 
 
-def window_series(lo: int, records: dict[str, np.ndarray], row: int, x_names, g_names, stride: int):
-    """:func:`metric_series` of the records of steps lo, lo + 1, … streamed by the loop."""
-    index = np.flatnonzero((np.arange(lo, lo + len(records["loss"])) % stride) == 0)
-    steps = lo + index
-    return _series(steps, records["loss"][index, row], records["grad_norm"][index, row], records["x"][index, row],
-                   records["grad"][index, row], x_names, g_names)
+def window_rows(lo: int, count: int, final: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a window of ``count`` steps from ``lo`` and a row whose final step is ``final`` (-1: not
+    known yet): the positions of the row's own steps, and of those that are metric samples."""
+    steps = lo + np.arange(count)
+    own = steps <= final if final >= 0 else np.ones(count, dtype=bool)
+    sampled = own & (((steps % stride) == 0) | (steps == final))
+    return np.flatnonzero(own), np.flatnonzero(sampled)
+
+
+def window_series(lo: int, records: Mapping[str, np.ndarray], row: int, x_names, g_names, at: np.ndarray):
+    """The metrics of one row at positions ``at`` of a window of records from step ``lo``."""
+    return _series(lo + at, records["loss"][at, row], records["grad_norm"][at, row], records["x"][at, row],
+                   records["grad"][at, row], x_names, g_names)
 
 
 def _series(steps, loss, grad_norm, x, grad, x_names, g_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -69,11 +75,16 @@ def _series(steps, loss, grad_norm, x, grad, x_names, g_names) -> dict[str, tupl
     return series
 
 
-def trajectory_table(traj, row: int, x_names: list[str], g_names: list[str]) -> tuple[list[str], np.ndarray]:
-    """Every recorded step of one row: step, loss, grad_norm, x/<var>…, grad/<var>…."""
-    last = int(traj.final_step[row]) + 1
-    header = ["step", "loss", "grad_norm"] + [f"x/{n}" for n in x_names] + [f"grad/{n}" for n in g_names]
-    rows = np.column_stack(
-        [np.arange(last), traj.loss[:last, row], traj.grad_norm[:last, row], traj.x[:last, row, :], traj.grad[:last, row, :]]
-    )
-    return header, rows
+def table_header(x_names: list[str], g_names: list[str]) -> list[str]:
+    """The columns of ``trajectory.csv``: step, loss, grad_norm, x/<var>…, grad/<var>…."""
+    return ["step", "loss", "grad_norm"] + [f"x/{n}" for n in x_names] + [f"grad/{n}" for n in g_names]
+
+
+def table_rows(lo: int, records: Mapping[str, np.ndarray], row: int, at: np.ndarray) -> np.ndarray:
+    """Rows of ``trajectory.csv`` for positions ``at`` of a window of records from step ``lo``."""
+    return np.column_stack([lo + at, records["loss"][at, row], records["grad_norm"][at, row], records["x"][at, row], records["grad"][at, row]])
+
+
+def write_csv_rows(out, rows: np.ndarray) -> None:
+    """CSV lines with full float precision (repr), integers for the step column."""
+    np.savetxt(out, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * (rows.shape[1] - 1))

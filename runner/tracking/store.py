@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -257,19 +257,26 @@ class MlflowStore:
                 self.end_run(run_id, *self._deferred_end.pop(run_id))
 
     # -- artifacts --------------------------------------------------------------------------
-    def log_files(self, run_id: str, files: Mapping[str, bytes | str]) -> None:
-        """Write ``{relative path: content}`` to a temporary folder and log it as the run's artifacts."""
+    def log_files(self, run_id: str, files: Mapping[str, bytes | str | Path]) -> None:
+        """Log ``{relative path: content}`` as the run's artifacts, in one call: bytes and text are
+        written to a temporary folder, a :class:`~pathlib.Path` is copied from where it is."""
+        import shutil
+
         with tempfile.TemporaryDirectory(prefix="runner-artifacts-") as tmp:
             for rel, content in files.items():
                 path = Path(tmp, rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content if isinstance(content, bytes) else content.encode())
+                if isinstance(content, Path):
+                    shutil.copyfile(content, path)
+                else:
+                    path.write_bytes(content if isinstance(content, bytes) else content.encode())
             self.client.log_artifacts(self.run_id(run_id), tmp)
 
     def log_run_artifacts(self, run_id: str, bundle: Mapping[str, Any]) -> None:
         """The artifacts of one descent: config, trajectory table and plots.
 
-        ``bundle`` holds ``config`` (YAML text), ``table`` (header, rows array), ``title`` and
+        ``bundle`` holds ``config`` (YAML text), ``trajectory`` (the path of the run's trajectory.csv,
+        written by the job as it descended), ``title`` and
         ``plots`` (the arguments of :func:`runner.tracking.plots.run_figure_jobs`, computed by the main
         process). With a plot pool the figures are drawn meanwhile; :meth:`plots_done` logs them
         together with the config and the table, in one call.
@@ -277,8 +284,9 @@ class MlflowStore:
         from runner.tracking import plot_pool, plots
 
         run_id = self.run_id(run_id)
-        header, rows = bundle["table"]
-        files = {"config.yaml": bundle["config"], "trajectory.csv": _csv(header, rows)}
+        files: dict[str, Any] = {"config.yaml": bundle["config"]}
+        if bundle.get("trajectory"):
+            files["trajectory.csv"] = Path(bundle["trajectory"])
         figures = plots.run_figure_jobs(bundle["title"], **bundle["plots"])
         if self.pool is None:
             drawn, error = plot_pool.draw_job(figures)
@@ -299,13 +307,3 @@ class MlflowStore:
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
-
-
-def _csv(header: Sequence[str], rows: np.ndarray) -> str:
-    """CSV text with full float precision (repr), integers for the step column."""
-    import io
-
-    out = io.StringIO()
-    out.write(",".join(header) + "\n")
-    np.savetxt(out, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * (rows.shape[1] - 1))
-    return out.getvalue()
