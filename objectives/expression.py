@@ -48,6 +48,10 @@ that names it, its code point and its Unicode name:
 The result is a tree of small closures built once; each maps a batch ``x`` of
 shape ``(..., d)`` to a tensor of shape ``(...)``.  Variable ``j`` is
 ``x[..., j]``; numbers stay Python floats so they keep the input dtype/device.
+An expression that is only a variable (``x``, ``(((x)))``, ``+x``) returns a
+copy of that column, never a view of the input, so a caller that changes the
+input in place (a descent step) does not change a value it already holds;
+gradients are those of ``x[..., j]``.
 """
 from __future__ import annotations
 
@@ -292,6 +296,16 @@ class _Compiler:
             return self.fold(func, args, node)
         return _call(func, args)
 
+    def build_root(self, tree: ast.Expression) -> Node:
+        """:meth:`build` for a whole expression; a bare variable gives a copy, not a view of ``x``."""
+        node, body = self.build(tree.body), tree.body
+        while isinstance(body, ast.UnaryOp) and isinstance(body.op, ast.UAdd):
+            body = body.operand
+        if isinstance(body, ast.Name) and callable(node):
+            column = node
+            return lambda x: column(x).clone()
+        return node
+
     def fold(self, fn: Callable, args: list, node: ast.AST) -> float:
         """Evaluate a constant sub-expression with the same torch op, in float64."""
         tensors = [torch.tensor(a, dtype=torch.float64) for a in args]
@@ -429,7 +443,7 @@ def parse_expression(expr: str | Sequence[str], variables: Sequence[str] | None 
     nodes = []
     for _, tree, compiler in parsed:
         compiler.index = {name: j for j, name in enumerate(order)}
-        nodes.append(compiler.build(tree.body))
+        nodes.append(compiler.build_root(tree))
     return Expression(tuple(s for s, _, _ in parsed), order, tuple(nodes))
 
 

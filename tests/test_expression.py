@@ -362,3 +362,17 @@ def test_variables_must_be_ascii_non_keyword_names():
             parse_expression("1", variables=[bad])
         str(info.value).encode("ascii")
 
+
+@pytest.mark.parametrize("text", ["x", "(((x)))", "+x", "+(+y)", "(+(x))"])
+def test_bare_variable_returns_a_copy_with_the_same_gradient(text):
+    expr = parse_expression(text, variables=["x", "y"])
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64, requires_grad=True)
+    j = 1 if "y" in text else 0
+    for value in (expr(x), expr.targets(x)[0]):
+        assert value._base is None and value.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        assert value.tolist() == x[:, j].tolist()
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        assert grad.tolist() == [[1.0 - j, float(j)]] * 2
+    value, before = expr(x.detach()), x[:, j].tolist()
+    x.data[:, j] = 100.0  # a descent step in place: the value already returned does not change
+    assert value.tolist() == before
