@@ -14,10 +14,11 @@ variable (an identifier not starting with ``_`` and not a function/constant
 name), *constant* is one of ``CONSTANTS`` and *FUNC* one of
 ``ALLOWED_FUNCTIONS`` called by bare name with positional arguments only.
 Anything else (attributes, subscripts, other calls, strings, lambdas,
-comprehensions, comparisons, ...) raises :class:`ExpressionError`.
+comprehensions, comparisons, ``#`` comments, ...) raises :class:`ExpressionError`.
 
-Cost bound: the text is limited to ``MAX_LENGTH`` characters and
-``MAX_DEPTH`` levels of nesting; constant sub-expressions are folded once, at
+Cost bound: the text is limited to ``MAX_LENGTH`` characters (once each run
+of spaces is one space; the raw text to ten times that) and ``MAX_DEPTH``
+levels of nesting; constant sub-expressions are folded once, at
 parse time, in float64 (never with Python's unbounded ``int ** int``), and a
 constant power whose value would exceed float range (``9**9**9**9``) or any
 non-finite constant is rejected.  Parsing therefore always finishes quickly.
@@ -164,9 +165,9 @@ def _character_error(prefix: str, source: str, i: int) -> ExpressionError:
     at = f"at column {i + 1}"
     if 0xDC80 <= ord(ch) <= 0xDCFF:  # surrogateescape: a byte that was not UTF-8
         return ExpressionError(f"{prefix}: the byte 0x{ord(ch) - 0xDC00:02x} {at} is not UTF-8 text "
-                               f"(Python read it as {ascii(ch)}); expressions must be ASCII")
+                               f"(Python read it as {ch!a}); expressions must be ASCII")
     if 0xD800 <= ord(ch) <= 0xDFFF:
-        return ExpressionError(f"{prefix}: the lone surrogate {ascii(ch)} (U+{ord(ch):04X}) {at} is not "
+        return ExpressionError(f"{prefix}: the lone surrogate {ch!a} (U+{ord(ch):04X}) {at} is not "
                                f"a character; expressions must be ASCII")
     category = unicodedata.category(ch)
     if category in _CATEGORY_TEXT:
@@ -368,6 +369,8 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
         text = str(text)
     if not isinstance(text, str):
         raise ExpressionError(f"{prefix}: expected an expression string, got {type(text).__name__}")
+    if len(text) > 10 * MAX_LENGTH:  # not worth reading through
+        raise ExpressionError(f"{prefix}: expression is too long ({len(text)} > {MAX_LENGTH} characters)")
     source = _SPACES.sub(" ", text).strip(" ")  # one line: newlines/tabs from YAML become spaces
     if not source:
         raise ExpressionError(f"{prefix}: the expression is empty (write e.g. 'x**2 + y**2')")
@@ -376,6 +379,8 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
     bad = _NOT_ASCII.search(source)
     if bad is not None:
         raise _character_error(prefix, source, bad.start())
+    if "#" in source:  # Python would drop the rest of the line: 'x**2 # + y**2' is not x**2
+        raise ExpressionError(f"{prefix}: a comment (#) is not allowed, at column {source.index('#') + 1}")
     level = 0
     for ch in source:  # bracket depth check before the parser can hit its own limits
         level += (ch in "([{") - (ch in ")]}")
@@ -429,7 +434,7 @@ def parse_expression(expr: str | Sequence[str], variables: Sequence[str] | None 
                 if error is not None:
                     raise error
             if not isinstance(v, str) or not v.isidentifier() or v.startswith("_") or keyword.iskeyword(v):
-                raise ExpressionError(f"objective.vars: {ascii(v)} is not a valid variable name")
+                raise ExpressionError(f"objective.vars: {v!a} is not a valid variable name")
             if v in ALLOWED_FUNCTIONS or v in CONSTANTS:
                 raise ExpressionError(f"objective.vars: {v!r} is a function or constant name, "
                                       f"not a variable")
