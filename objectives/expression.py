@@ -62,6 +62,7 @@ import math
 import operator
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, Union
 
@@ -388,7 +389,9 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
             raise ExpressionError(f"{prefix}: expression is nested too deeply (more than {MAX_DEPTH} levels)")
     compiler = _Compiler(source, prefix)
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():  # '1if x' warns on stderr by default: refuse it instead
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as err:
         reason = err.msg or "invalid syntax"
         if "digits" in reason:  # CPython's int size limit; its hint is not for our users

@@ -197,6 +197,7 @@ HOSTILE = [
     ("x + " * 3000 + "x", "too long"),
     ("9" * 5000, "too many digits"),
     ("x**2 # + y**2", r"comment \(#\) is not allowed, at column 6"),
+    ("x + 1if x else 2", "cannot parse 'x \\+ 1if x else 2': invalid decimal literal at column 5"),
     ("x" + " " * 200_000, "too long"),
 ]
 

@@ -14,6 +14,7 @@ Every input goes through :func:`_check`, which asserts the contract for untruste
   event at all except the one ``compile`` event that ``ast.parse`` fires for the normalised text
   (filename ``<unknown>``) -- no ``import``, ``open``, ``exec``, ``os.system``, ...; payloads that
   would create a sentinel file leave none;
+* parsing emits no warning (a ``SyntaxWarning`` would print on stderr);
 * one parse takes under a second (a safety bound, not a speed claim; timed with the garbage
   collector paused, since a full collection of this process's heap is not the parser's cost).
 
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import warnings
 
 import pytest
 import torch
@@ -120,10 +122,12 @@ def _check(prop: str, expr, variables=None, prefix: str = "objective.expr") -> s
     try:
         gc.disable()  # a full collection of this process's heap (~0.2-0.5 s) is not the parser's cost
         start = time.perf_counter()
-        try:
-            parsed = parse_expression(expr, variables)
-        except ExpressionError as exc:
-            parsed, message = None, str(exc)
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            try:
+                parsed = parse_expression(expr, variables)
+            except ExpressionError as exc:
+                parsed, message = None, str(exc)
         elapsed = time.perf_counter() - start
         gc.enable()
         if parsed is not None:
@@ -136,6 +140,7 @@ def _check(prop: str, expr, variables=None, prefix: str = "objective.expr") -> s
         gc.enable()
     events = [(e, a) for e, a in _AUDIT["events"] if not _allowed_event(e, a, sources)]
     assert not events, f"audit events while parsing {ascii(expr)[:200]}: {ascii(events)[:500]}"
+    assert not warned, f"warnings while parsing {ascii(expr)[:200]}: {[str(w.message) for w in warned]}"
     assert elapsed < 1.0, f"parse took {elapsed:.2f} s: {ascii(expr)[:200]}"
     if elapsed > SLOWEST["parse_s"]:
         SLOWEST.update(parse_s=elapsed, input=ascii(expr)[:60] + f" ({len(str(expr))} chars)")
@@ -396,6 +401,8 @@ HOSTILE = [
     "x\n+ __import__('os')",
     "# x",
     "x # comment",
+    "1if x else 2",
+    "x + 0x1for",
     "\\\nx",
 ]
 
