@@ -14,23 +14,55 @@ variable (an identifier not starting with ``_`` and not a function/constant
 name), *constant* is one of ``CONSTANTS`` and *FUNC* one of
 ``ALLOWED_FUNCTIONS`` called by bare name with positional arguments only.
 Anything else (attributes, subscripts, other calls, strings, lambdas,
-comprehensions, comparisons, ...) raises :class:`ExpressionError`.
+comprehensions, comparisons, ``#`` comments, ...) raises :class:`ExpressionError`.
 
-Cost bound: the text is limited to ``MAX_LENGTH`` characters and
-``MAX_DEPTH`` levels of nesting; constant sub-expressions are folded once, at
+Cost bound: the text is limited to ``MAX_LENGTH`` characters (once each run
+of spaces is one space; the raw text to ten times that) and ``MAX_DEPTH``
+levels of nesting; constant sub-expressions are folded once, at
 parse time, in float64 (never with Python's unbounded ``int ** int``), and a
 constant power whose value would exceed float range (``9**9**9**9``) or any
 non-finite constant is rejected.  Parsing therefore always finishes quickly.
 
+Characters: an expression is ASCII text.  Spaces, tabs and newlines separate
+tokens, and so do the Unicode space characters (category Zs, e.g. the no-break
+space U+00A0 or the ideographic space U+3000): each run of them reads as one
+space.  Every other character outside printable ASCII is refused with one line
+that names it, its code point and its Unicode name:
+
+* in a name: ``objective.expr: the name 'хx' has the non-ASCII character 'х'
+  (U+0445 CYRILLIC SMALL LETTER HA); names must be ASCII letters, digits and _``.
+  Names are ASCII letters, digits and ``_`` (not starting with a digit or
+  ``_``).  This refuses look-alikes (Cyrillic ``х``, Greek ``ο``) and also the
+  compatibility forms that Python's own parser would silently fold into ASCII
+  names by NFKC normalisation (fullwidth ``ｅｘｐ``, mathematical ``𝐱``, the
+  ligature ``ﬁ``): folding them would make two different-looking texts the same
+  variable, so they are refused too, and when the NFKC form of the name is ASCII
+  the message suggests it (``did you mean 'exp'?``);
+* elsewhere: ``objective.expr: the character '×' (U+00D7 MULTIPLICATION SIGN)
+  at column 3 is not allowed; expressions must be ASCII (write * instead)``.
+  The Unicode minus U+2212 and the dashes are refused the same way (write -);
+* control and invisible format characters (``\x07``, U+202E) and bytes that
+  were not UTF-8 (which Python hands over as lone surrogates, ``\udcff`` for
+  the byte 0xff) are refused the same way.  Such characters are shown escaped,
+  so every message can be printed on a UTF-8 or ASCII stderr.
+
 The result is a tree of small closures built once; each maps a batch ``x`` of
 shape ``(..., d)`` to a tensor of shape ``(...)``.  Variable ``j`` is
 ``x[..., j]``; numbers stay Python floats so they keep the input dtype/device.
+An expression that is only a variable (``x``, ``(((x)))``, ``+x``) returns a
+copy of that column, never a view of the input, so a caller that changes the
+input in place (a descent step) does not change a value it already holds;
+gradients are those of ``x[..., j]``.
 """
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 import operator
+import re
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, Union
 
@@ -85,8 +117,78 @@ Value = Union[torch.Tensor, float]
 Node = Union[float, Callable[[torch.Tensor], Value]]  # a folded constant or a closure
 
 
-def _quote(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+def _quote(text: str, limit: int = 80, show: Callable[[str], str] = ascii) -> str:
+    return show(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+# Runs of these read as one space: ASCII space, tab, newline, CR and the Unicode
+# space separators (category Zs; tests check this list against ``unicodedata``).
+_SPACES = re.compile("[ \t\n\r\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_NOT_ASCII = re.compile("[^\x20-\x7e]")  # after _SPACES: anything outside printable ASCII
+_HINTS = {"\u00d7": "*", "\u00b7": "*", "\u22c5": "*", "\u2219": "*", "\u00f7": "/", "\u2215": "/",
+          "\u2212": "-", "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+          "\u00b2": "**2", "\u00b3": "**3", "\u03c0": "pi", "\u221a": "sqrt(...)"}
+_CATEGORY_TEXT = {"Cc": "the control character", "Cf": "the invisible format character",
+                  "Co": "the private-use character", "Cn": "the unassigned code point"}
+
+
+def _show(ch: str) -> str:
+    """``ch`` quoted for a message: escaped when it is invisible, combining or not encodable."""
+    visible = unicodedata.category(ch)[0] not in "CMZ"
+    return f"'{ch}'" if visible else ascii(ch)
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
+
+
+def _is_name_char(ch: str) -> bool:
+    return ("_" + ch).isidentifier()
+
+
+def _name_error(prefix: str, name: str) -> ExpressionError | None:
+    """The error for a non-ASCII name (``None`` if the name is ASCII)."""
+    bad = _NOT_ASCII.search(name)
+    if bad is None:
+        return None
+    ch = bad.group()
+    folded = _HINTS.get(name, unicodedata.normalize("NFKC", name))
+    hint = f" (did you mean {folded!r}?)" if folded.isascii() and folded.isidentifier() else ""
+    return ExpressionError(f"{prefix}: the name {_quote(name, show=repr)} "
+                           f"has the non-ASCII character {_show(ch)} ({_describe(ch)}); "
+                           f"names must be ASCII letters, digits and _{hint}")
+
+
+def _character_error(prefix: str, source: str, i: int) -> ExpressionError:
+    """The error for the character ``source[i]``, which is not printable ASCII."""
+    ch = source[i]
+    at = f"at column {i + 1}"
+    if 0xDC80 <= ord(ch) <= 0xDCFF:  # surrogateescape: a byte that was not UTF-8
+        return ExpressionError(f"{prefix}: the byte 0x{ord(ch) - 0xDC00:02x} {at} is not UTF-8 text "
+                               f"(Python read it as {ch!a}); expressions must be ASCII")
+    if 0xD800 <= ord(ch) <= 0xDFFF:
+        return ExpressionError(f"{prefix}: the lone surrogate {ch!a} (U+{ord(ch):04X}) {at} is not "
+                               f"a character; expressions must be ASCII")
+    category = unicodedata.category(ch)
+    if category in _CATEGORY_TEXT:
+        return ExpressionError(f"{prefix}: {_CATEGORY_TEXT[category]} {_show(ch)} ({_describe(ch)}) {at} "
+                               f"is not allowed; expressions must be printable ASCII")
+    if _is_name_char(ch):
+        start, end = i, i + 1
+        while start > 0 and _is_name_char(source[start - 1]):
+            start -= 1
+        while end < len(source) and _is_name_char(source[end]):
+            end += 1
+        while start < i and source[start].isdigit():  # '2x' is a number then a name
+            start += 1
+        error = _name_error(prefix, source[start:end])
+        assert error is not None
+        return error
+    folded = unicodedata.normalize("NFKC", ch)
+    hint = _HINTS.get(ch, folded if folded.isascii() and folded.isprintable() else "")
+    return ExpressionError(f"{prefix}: the character {_show(ch)} ({_describe(ch)}) {at} is not allowed; "
+                           f"expressions must be ASCII" + (f" (write {hint} instead)" if hint else ""))
 
 
 class _Compiler:
@@ -196,6 +298,16 @@ class _Compiler:
             return self.fold(func, args, node)
         return _call(func, args)
 
+    def build_root(self, tree: ast.Expression) -> Node:
+        """:meth:`build` for a whole expression; a bare variable gives a copy, not a view of ``x``."""
+        node, body = self.build(tree.body), tree.body
+        while isinstance(body, ast.UnaryOp) and isinstance(body.op, ast.UAdd):
+            body = body.operand
+        if isinstance(body, ast.Name) and callable(node):
+            column = node
+            return lambda x: column(x).clone()
+        return node
+
     def fold(self, fn: Callable, args: list, node: ast.AST) -> float:
         """Evaluate a constant sub-expression with the same torch op, in float64."""
         tensors = [torch.tensor(a, dtype=torch.float64) for a in args]
@@ -258,11 +370,18 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
         text = str(text)
     if not isinstance(text, str):
         raise ExpressionError(f"{prefix}: expected an expression string, got {type(text).__name__}")
-    source = " ".join(text.split())  # one line: newlines/tabs from YAML become spaces
+    if len(text) > 10 * MAX_LENGTH:  # not worth reading through
+        raise ExpressionError(f"{prefix}: expression is too long ({len(text)} > {MAX_LENGTH} characters)")
+    source = _SPACES.sub(" ", text).strip(" ")  # one line: newlines/tabs from YAML become spaces
     if not source:
         raise ExpressionError(f"{prefix}: the expression is empty (write e.g. 'x**2 + y**2')")
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"{prefix}: expression is too long ({len(source)} > {MAX_LENGTH} characters)")
+    bad = _NOT_ASCII.search(source)
+    if bad is not None:
+        raise _character_error(prefix, source, bad.start())
+    if "#" in source:  # Python would drop the rest of the line: 'x**2 # + y**2' is not x**2
+        raise ExpressionError(f"{prefix}: a comment (#) is not allowed, at column {source.index('#') + 1}")
     level = 0
     for ch in source:  # bracket depth check before the parser can hit its own limits
         level += (ch in "([{") - (ch in ")]}")
@@ -270,7 +389,9 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
             raise ExpressionError(f"{prefix}: expression is nested too deeply (more than {MAX_DEPTH} levels)")
     compiler = _Compiler(source, prefix)
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():  # '1if x' warns on stderr by default: refuse it instead
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as err:
         reason = err.msg or "invalid syntax"
         if "digits" in reason:  # CPython's int size limit; its hint is not for our users
@@ -311,8 +432,12 @@ def parse_expression(expr: str | Sequence[str], variables: Sequence[str] | None 
     else:
         order = tuple(variables) if not isinstance(variables, str) else (variables,)
         for v in order:
-            if not isinstance(v, str) or not v.isidentifier() or v.startswith("_"):
-                raise ExpressionError(f"objective.vars: {v!r} is not a valid variable name")
+            if isinstance(v, str) and v.isidentifier():
+                error = _name_error("objective.vars", v)
+                if error is not None:
+                    raise error
+            if not isinstance(v, str) or not v.isidentifier() or v.startswith("_") or keyword.iskeyword(v):
+                raise ExpressionError(f"objective.vars: {v!a} is not a valid variable name")
             if v in ALLOWED_FUNCTIONS or v in CONSTANTS:
                 raise ExpressionError(f"objective.vars: {v!r} is a function or constant name, "
                                       f"not a variable")
@@ -326,7 +451,7 @@ def parse_expression(expr: str | Sequence[str], variables: Sequence[str] | None 
     nodes = []
     for _, tree, compiler in parsed:
         compiler.index = {name: j for j, name in enumerate(order)}
-        nodes.append(compiler.build(tree.body))
+        nodes.append(compiler.build_root(tree))
     return Expression(tuple(s for s, _, _ in parsed), order, tuple(nodes))
 
 

@@ -196,6 +196,9 @@ HOSTILE = [
     ("x" + " + x" * 2000, "nested too deeply"),
     ("x + " * 3000 + "x", "too long"),
     ("9" * 5000, "too many digits"),
+    ("x**2 # + y**2", r"comment \(#\) is not allowed, at column 6"),
+    ("x + 1if x else 2", "cannot parse 'x \\+ 1if x else 2': invalid decimal literal at column 5"),
+    ("x" + " " * 200_000, "too long"),
 ]
 
 
@@ -293,3 +296,87 @@ def test_random_trees_match_direct_torch(tree, data):
         want = torch.as_tensor(want, dtype=F64).expand(3)
     assert got.shape == (3,)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0, equal_nan=True)
+
+
+# --- characters: ASCII only, Unicode spaces read as a space -------------------
+
+UNICODE = [
+    ("\u0445x + x", ("objective.expr: the name '\u0445x' has the non-ASCII character '\u0445' "
+      "(U+0445 CYRILLIC SMALL LETTER HA); names must be ASCII letters, digits and _")),
+    ("\uff45\uff58\uff50(x)", ("objective.expr: the name '\uff45\uff58\uff50' has the non-ASCII character "
+      "'\uff45' (U+FF45 FULLWIDTH LATIN SMALL LETTER E); names must be ASCII letters, digits and _ "
+      "(did you mean 'exp'?)")),
+    ("\U0001d431 + x", ("objective.expr: the name '\U0001d431' has the non-ASCII character '\U0001d431' "
+      "(U+1D431 MATHEMATICAL BOLD SMALL X); names must be ASCII letters, digits and _ (did you mean 'x'?)")),
+    ("2*\u03c0", ("objective.expr: the name '\u03c0' has the non-ASCII character '\u03c0' "
+      "(U+03C0 GREEK SMALL LETTER PI); names must be ASCII letters, digits and _ (did you mean 'pi'?)")),
+    ("x \u00d7 y", ("objective.expr: the character '\u00d7' (U+00D7 MULTIPLICATION SIGN) at column 3 "
+      "is not allowed; expressions must be ASCII (write * instead)")),
+    ("x \u2212 1", ("objective.expr: the character '\u2212' (U+2212 MINUS SIGN) at column 3 "
+      "is not allowed; expressions must be ASCII (write - instead)")),
+    ("x\u00b2", ("objective.expr: the character '\u00b2' (U+00B2 SUPERSCRIPT TWO) at column 2 "
+      "is not allowed; expressions must be ASCII (write **2 instead)")),
+    ("x\uff0b1", ("objective.expr: the character '\uff0b' (U+FF0B FULLWIDTH PLUS SIGN) at column 2 "
+      "is not allowed; expressions must be ASCII (write + instead)")),
+    ("x + \udcff", ("objective.expr: the byte 0xff at column 5 is not UTF-8 text "
+      "(Python read it as '\\udcff'); expressions must be ASCII")),
+    ("x + \ud800", ("objective.expr: the lone surrogate '\\ud800' (U+D800) at column 5 is not a character; "
+      "expressions must be ASCII")),
+    ("x\x00", ("objective.expr: the control character '\\x00' (U+0000) at column 2 is not allowed; "
+      "expressions must be printable ASCII")),
+    ("x\x0c+ 1", ("objective.expr: the control character '\\x0c' (U+000C) at column 2 is not allowed; "
+      "expressions must be printable ASCII")),
+    ("x\u202e + 1", ("objective.expr: the invisible format character '\\u202e' (U+202E RIGHT-TO-LEFT "
+      "OVERRIDE) at column 2 is not allowed; expressions must be printable ASCII")),
+    ("x\u0301", ("objective.expr: the name 'x\u0301' has the non-ASCII character '\\u0301' "
+      "(U+0301 COMBINING ACUTE ACCENT); names must be ASCII letters, digits and _")),
+]
+
+
+@pytest.mark.parametrize("text,message", UNICODE, ids=[ascii(u[0]) for u in UNICODE])
+def test_non_ascii_is_refused_naming_the_character(text, message):
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text)
+    assert str(info.value) == message
+    message.encode("utf-8")  # no lone surrogates: printable on a UTF-8 (or, escaped, ASCII) stderr
+
+
+def test_unicode_spaces_read_as_one_space():
+    expr = parse_expression("x\u00a0+\u3000y\t\n\r\u2003* 2  ")
+    assert expr.sources == ("x + y * 2",) and expr.variables == ("x", "y")
+
+
+def test_space_table_is_exactly_ascii_whitespace_and_category_zs():
+    import sys
+    import unicodedata
+
+    from objectives.expression import _SPACES
+
+    spaces = {chr(c) for c in range(sys.maxunicode + 1) if _SPACES.fullmatch(chr(c))}
+    zs = {chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Zs"}
+    assert spaces == zs | set("\t\n\r")
+
+
+def test_variables_must_be_ascii_non_keyword_names():
+    with pytest.raises(ExpressionError, match=r"^objective\.vars: the name '\uff58' .*did you mean 'x'"):
+        parse_expression("1", variables=["\uff58"])
+    invalid = r"^objective\.vars: .* is not a valid variable name$"
+    for bad in ("if", "\udcff", "1x"):
+        with pytest.raises(ExpressionError, match=invalid) as err:
+            parse_expression("1", variables=[bad])
+        str(err.value).encode("ascii")
+
+
+@pytest.mark.parametrize("text", ["x", "(((x)))", "+x", "+(+y)", "(+(x))"])
+def test_bare_variable_returns_a_copy_with_the_same_gradient(text):
+    expr = parse_expression(text, variables=["x", "y"])
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=F64, requires_grad=True)
+    j = 1 if "y" in text else 0
+    for value in (expr(x), expr.targets(x)[0]):
+        assert value._base is None and value.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        assert value.tolist() == x[:, j].tolist()
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        assert grad.tolist() == [[1.0 - j, float(j)]] * 2
+    value, before = expr(x.detach()), x[:, j].tolist()
+    x.data[:, j] = 100.0  # a descent step in place: the value already returned does not change
+    assert value.tolist() == before
