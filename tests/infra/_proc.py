@@ -14,8 +14,9 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 TAG_VAR = "RUNNER_INFRA_TAG"
 T = TypeVar("T")

@@ -65,12 +65,21 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from ._proc import TAG_VAR, free_port, kill_tagged, new_tag, pids_in_group, stop_group, tail, wait_for
+from ._proc import (
+    TAG_VAR,
+    free_port,
+    kill_tagged,
+    new_tag,
+    pids_in_group,
+    stop_group,
+    tail,
+    wait_for,
+)
 
 _SCRUB = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
           "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD")

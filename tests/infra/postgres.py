@@ -33,12 +33,21 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from ._proc import TAG_VAR, descendants, free_port, kill_pids, kill_tagged, new_tag, tail, wait_for
+from ._proc import (
+    TAG_VAR,
+    descendants,
+    free_port,
+    kill_pids,
+    kill_tagged,
+    new_tag,
+    tail,
+    wait_for,
+)
 
 USER = "runner"
 PASSWORD = "pw"

@@ -88,12 +88,22 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from ._proc import TAG_VAR, descendants, free_ports, kill_pids, kill_tagged, new_tag, stop_process, tail, wait_for
+from ._proc import (
+    TAG_VAR,
+    descendants,
+    free_ports,
+    kill_pids,
+    kill_tagged,
+    new_tag,
+    stop_process,
+    tail,
+    wait_for,
+)
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "scontrol")
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
