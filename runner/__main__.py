@@ -17,7 +17,7 @@ import sys
 def main() -> None:
     import gc
 
-    from runner.gc_settings import GC_THRESHOLD
+    from runner.processes import GC_THRESHOLD
 
     gc.set_threshold(*GC_THRESHOLD)
     from runner import cli

@@ -14,8 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
+from runner.processes import child_env
 from runner.sweeps.summary import finish_sweep, result_line, search_children
 
 
@@ -23,14 +23,11 @@ class Guard:
     """A process that ends the parent run if this process goes away before the sweep ends it."""
 
     def __init__(self, uri: str, token: str) -> None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runner.sweeps.guard", "--guard", uri, token],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            env=env,
+            env=child_env(),
             start_new_session=True,  # a Ctrl-C or hang-up of the terminal does not reach it
         )
         self._previous = None

@@ -23,6 +23,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runner.processes import child_env
+
 # Calls whose answer the caller waits for; every other call is sent and forgotten.
 # ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
@@ -43,6 +45,7 @@ class StoreProcess:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             cwd=os.getcwd(),
+            env=child_env(),
         )
         os.close(to_child_r)
         os.close(from_child_w)

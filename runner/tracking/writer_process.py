@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
-from runner.gc_settings import GC_THRESHOLD
+from runner.processes import GC_THRESHOLD
 from runner.tracking.writer import BARRIER, IMMEDIATE
 
 
