@@ -17,7 +17,8 @@ from typing import Any, Iterable
 from runner.errors import UserError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("objective", "backend", "optimizer", "tracking")
+GROUPS = ("objective", "backend", "optimizer", "schedule", "tracking")
+OPEN_GROUPS = ("optimizer", "schedule")  # their keys are a torch class's arguments, not a schema
 # Hydra flags that take the next token as their value.
 FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-c", "--cfg", "-p", "--package", "--experimental-rerun"}
 NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc"}
@@ -62,10 +63,11 @@ def default_choice(group: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def optimizer_keys(choice: str) -> tuple[str, ...]:
+def open_group_keys(group: str, choice: str) -> tuple[str, ...]:
+    """The keys a choice of an open group (optimizer, schedule) sets: its class's arguments."""
     import yaml
 
-    data = yaml.safe_load((CONF / "optimizer" / f"{choice}.yaml").read_text()) or {}
+    data = yaml.safe_load((CONF / group / f"{choice}.yaml").read_text()) or {}
     return tuple(k for k in data if not k.startswith("_") or k == "_target_")
 
 
@@ -131,7 +133,7 @@ def preflight(argv: list[str]) -> None:
             "(quote values with spaces or symbols: objective.expr='(a-1)**2 + b')"
         ) from None
     schemas = _schemas()
-    chosen = {g: [default_choice(g)] for g in ("optimizer",)}
+    chosen = {g: [default_choice(g)] for g in OPEN_GROUPS}
     for o in parsed:
         if o.key_or_group in GROUPS:
             for value in _values(o):
@@ -139,19 +141,21 @@ def preflight(argv: list[str]) -> None:
                     raise UserError(
                         f"{o.key_or_group}: unknown choice {value!r}; choose one of: {', '.join(choices(o.key_or_group))}"
                     )
-            if o.key_or_group == "optimizer":
-                chosen["optimizer"] = [str(v) for v in _values(o)]
+            if o.key_or_group in OPEN_GROUPS:
+                chosen[o.key_or_group] = [str(v) for v in _values(o)]
     for o in parsed:
         key = o.key_or_group
         if key in GROUPS or key.startswith("hydra") or "/" in key or o.type in (OverrideType.ADD, OverrideType.FORCE_ADD, OverrideType.DEL):
             continue
         group, _, field = key.rpartition(".")
-        if group == "optimizer":
-            for choice in chosen["optimizer"]:
-                if field not in optimizer_keys(choice):
+        if group in OPEN_GROUPS:
+            for choice in chosen[group]:
+                keys = open_group_keys(group, choice)
+                if field not in keys:
+                    kind = "torch.optim" if group == "optimizer" else "torch.optim.lr_scheduler"
                     raise UserError(
-                        f"{key}: optimizer {choice!r} has no setting {field!r}; it has: {', '.join(optimizer_keys(choice))} "
-                        f"(add a torch.optim argument with +{key}=...)"
+                        f"{key}: {group} {choice!r} has no setting {field!r}; it has: {', '.join(keys)} "
+                        f"(add a {kind} argument with +{key}=...)"
                     )
             continue
         schema = schemas.get(group)

@@ -62,6 +62,7 @@ class RunnerConf:
     objective: ObjectiveConf = MISSING
     backend: BackendConf = MISSING
     optimizer: Any = MISSING
+    schedule: Any = MISSING  # open like optimizer: a torch.optim.lr_scheduler class's arguments
     tracking: TrackingConf = field(default_factory=TrackingConf)
     task: str = "optimize"  # optimize | derivatives
     lr: float = 0.01

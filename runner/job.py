@@ -23,6 +23,7 @@ from runner.descent.loop import Trajectory, descend, sample_coords
 from runner.descent.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
 from runner.descent.problem import Problem
 from runner.descent.progress import make_progress
+from runner.descent.schedules import is_constant, schedule_factory, schedule_name
 from runner.tracking import records
 from runner.tracking.naming import run_name, swept_extras
 from runner.tracking.recorder import RunRecorder, open_store
@@ -78,7 +79,7 @@ def prepare(cfg: DictConfig) -> Plan:
     """Build the problem and backend, name the run, warn about an unstable step, set up checks."""
     problem, backend, device = build(cfg)
     opt_name = optimizer_name(cfg.optimizer)
-    name = cfg.tracking.run_name or run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg))
+    name = cfg.tracking.run_name or run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg), schedule=scheduled(cfg))
     torch.manual_seed(cfg.seed)
     k = problem.wrt.numel()
     plan = Plan(
@@ -100,13 +101,20 @@ def prepare(cfg: DictConfig) -> Plan:
     return plan
 
 
+def scheduled(cfg: DictConfig) -> str | None:
+    """The schedule's name when the lr is not constant (it then goes into the run's name)."""
+    return None if is_constant(cfg.schedule) else schedule_name(cfg.schedule)
+
+
 def check_optimizer(plan: Plan) -> None:
     """Fail on a bad hyperparameter before anything is recorded (on a stand-in parameter); the first
     torch.optim optimizer also imports torch._dynamo (~1-2 s), overlapping the store's opening.
     Then decide the compiled plan."""
     k = plan.problem.wrt.numel()
     stand_in = torch.zeros(1, k if k <= 64 else 1, dtype=plan.problem.x0.dtype, requires_grad=True)
-    make_optimizer(plan.cfg.optimizer, [stand_in])
+    optimizer = make_optimizer(plan.cfg.optimizer, [stand_in])
+    if not is_constant(plan.cfg.schedule):  # a bad schedule setting fails now, not after the run starts
+        schedule_factory(plan.cfg.schedule)(optimizer)
     plan.backend, plan.fused_lr = compile_plan(plan.cfg, plan.backend)
 
 
@@ -149,6 +157,7 @@ def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajecto
             progress=make_progress(cfg.progress, cfg.steps, plan.name),
             fused_lr=plan.fused_lr,
             record_every=plan.stride,
+            schedule=schedule_factory(cfg.schedule),
             on_window=stream.window if stream is not None else None,
         )
     except BaseException as exc:

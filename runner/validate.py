@@ -39,3 +39,35 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backend.device: {cfg.backend.device!r} is not allowed; choose auto, cpu or cuda")
     if cfg.backend.scheme not in ("central", "forward"):
         raise UserError(f"backend.scheme: {cfg.backend.scheme!r} is not allowed; choose central or forward")
+    check_schedule(cfg.schedule, cfg.steps)
+
+
+def check_schedule(schedule: DictConfig, steps: int) -> None:
+    """Settings of the built-in schedules that make no sense (the schedulers would accept some of
+    them silently: a negative gamma flips the lr's sign every step)."""
+    get = schedule.get
+    if get("_target_") in (None, "null"):
+        return
+    gamma = get("gamma")
+    if gamma is not None and not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise UserError(f"schedule.gamma: {gamma} is not allowed; the decay factor must be a finite number > 0")
+    for key in ("step_size", "T_max"):
+        value = get(key)
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise UserError(f"schedule.{key}: {value!r} is not allowed; use an integer ≥ 1")
+    eta_min = get("eta_min")
+    if eta_min is not None and not (isinstance(eta_min, (int, float)) and math.isfinite(eta_min) and eta_min >= 0):
+        raise UserError(f"schedule.eta_min: {eta_min} is not allowed; use a finite number ≥ 0")
+    start = get("start_factor")
+    if start is not None and not (isinstance(start, (int, float)) and 0 < start <= 1):
+        raise UserError(f"schedule.start_factor: {start} is not allowed; use a number in (0, 1]")
+    warmup = get("warmup_steps")
+    if warmup is not None:
+        total = get("total_steps", steps)
+        if not (isinstance(warmup, int) and warmup >= 1):
+            raise UserError(f"schedule.warmup_steps: {warmup!r} is not allowed; use an integer ≥ 1")
+        if warmup >= total:
+            raise UserError(
+                f"schedule.warmup_steps: {warmup} is not allowed; the warm-up must be shorter than the run "
+                f"({total} steps): use fewer warm-up steps or more steps"
+            )

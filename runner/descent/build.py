@@ -38,6 +38,7 @@ def compile_plan(cfg: Any, backend: Any) -> tuple[Any, float | None]:
         return backend, None
     from runner.descent.compiled import CompiledAutograd, CompiledBackend
 
-    if is_plain_descent(cfg.optimizer) and not needs_closure(cfg.optimizer) and not cfg.check_grad:
+    constant_lr = cfg.schedule.get("_target_") in (None, "null")
+    if is_plain_descent(cfg.optimizer) and not needs_closure(cfg.optimizer) and not cfg.check_grad and constant_lr:
         return backend, float(cfg.lr)
     return (CompiledAutograd() if backend.name == "autograd" else CompiledBackend(backend)), None

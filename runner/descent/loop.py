@@ -57,6 +57,7 @@ class Trajectory:
         x_final: ``(B, d)`` each row's final point, all coordinates.
         seconds: wall time of the loop.
         record_every: the stride of the kept steps.
+        lr: ``(S,)`` the lr in effect at each kept step, with a schedule (else None).
     """
 
     steps: np.ndarray
@@ -71,6 +72,7 @@ class Trajectory:
     x_final: np.ndarray
     seconds: float
     record_every: int = 1
+    lr: np.ndarray | None = None
 
     def index(self, step: int) -> int:
         """The position of a kept step in ``steps``."""
@@ -212,6 +214,7 @@ class _Window:
         self.norms: list[torch.Tensor | None] = []  # per step ‖∇L‖ (B,), or None: taken in bulk
         self.xs: list[torch.Tensor] = []  # per step, (B, m)
         self.gs: list[torch.Tensor] = []  # per step, (B, n)
+        self.lrs: list[float] = []  # per step, the lr in effect (with a schedule)
 
     def __len__(self) -> int:
         return len(self.losses)
@@ -223,14 +226,18 @@ class _Window:
         self.gs.append(g_rec)
 
     def stacked(self) -> dict[str, torch.Tensor]:
-        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``."""
+        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``; ``lr`` ``(T,)`` with a
+        schedule."""
         gs = torch.stack(self.gs)
         norms = torch.linalg.vector_norm(gs, dim=-1) if self.norms[0] is None else torch.stack(self.norms)
-        return {"loss": torch.stack(self.losses), "grad_norm": norms, "x": torch.stack(self.xs), "grad": gs}
+        records = {"loss": torch.stack(self.losses), "grad_norm": norms, "x": torch.stack(self.xs), "grad": gs}
+        if self.lrs:
+            records["lr"] = torch.tensor(self.lrs, dtype=torch.float64, device=gs.device)
+        return records
 
     def restart(self, lo: int) -> None:
         self.lo = lo
-        self.losses, self.norms, self.xs, self.gs = [], [], [], []
+        self.losses, self.norms, self.xs, self.gs, self.lrs = [], [], [], [], []
 
 
 class _Stops:
@@ -296,7 +303,8 @@ class _Kept:
     def trajectory(self, stops: _Stops, x_coords, g_coords, x_whole: bool, seconds: float) -> Trajectory:
         final = stops.step.cpu().numpy()
         steps = np.concatenate([c["steps"] for c in self.chunks])
-        arrays = {key: np.concatenate([c[key] for c in self.chunks]) for key in ("loss", "grad_norm", "x", "grad")}
+        keys = [key for key in ("loss", "grad_norm", "x", "grad", "lr") if key in self.chunks[0]]
+        arrays = {key: np.concatenate([c[key] for c in self.chunks]) for key in keys}
         last = int(final.max())
         upto = steps <= last
         steps = steps[upto]
@@ -315,7 +323,7 @@ class _Kept:
             steps=steps, loss=arrays["loss"], grad_norm=arrays["grad_norm"], x=arrays["x"], grad=arrays["grad"],
             x_coords=x_coords, grad_coords=g_coords, final_step=final,
             outcome=[OUTCOMES[c] for c in stops.code.cpu().tolist()], x_final=x_final, seconds=seconds,
-            record_every=self.every,
+            record_every=self.every, lr=arrays.get("lr"),
         )
 
 
@@ -336,6 +344,7 @@ def descend(
     fused_lr: float | None = None,
     record_every: int = 1,
     on_window: WindowSink | None = None,
+    schedule: Callable[[Any], Callable[[int], float]] | None = None,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -350,6 +359,9 @@ def descend(
         record_every: the Trajectory keeps every ``record_every``-th step and the final steps.
         on_window: called after each stopping test with the window's records (see
             :data:`WindowSink`): every step reaches it once, in order, and then is dropped.
+        schedule: called with the optimizer, gives ``lr_at(k)``, called at every step k before its
+            update; it sets the optimizer's lr and returns it (recorded as ``lr``). See
+            :mod:`runner.descent.schedules`; not with ``fused_lr``.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
@@ -357,6 +369,9 @@ def descend(
     g_coords = sample_coords(problem.wrt.numel(), max_coords)
     stepper = _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords)
     window, stops, kept = _Window(), _Stops(base), _Kept(max(1, int(record_every)))
+    if schedule is not None and fused_lr is not None:
+        raise ValueError("a learning-rate schedule needs the optimizer's own step, not the fused compiled step")
+    lr_at = schedule(stepper.optimizer) if schedule is not None else None
     sync_every = sync_every or SYNC_EVERY
     k = 0
     for k in range(steps + 1):
@@ -364,6 +379,8 @@ def descend(
         if monitor is not None and monitor_every and k % monitor_every == 0:
             monitor(k, x_k)
         window.add(value, norm, x_rec, g_rec)
+        if lr_at is not None:
+            window.lrs.append(lr_at(k))
         last = k == steps
         if last or len(window) >= sync_every:
             records = window.stacked()

@@ -34,7 +34,7 @@ def swept_extras(cfg: Any) -> dict[str, Any]:
     extras = {}
     for item in hc.overrides.task:
         key, _, value = item.lstrip("+~").partition("=")
-        if key in ("objective", "optimizer", "lr") or key.startswith(("tracking", "hydra", "progress")):
+        if key in ("objective", "optimizer", "lr", "schedule") or key.startswith(("tracking", "hydra", "progress")):
             continue
         if swept is not None and key not in swept.split(","):
             continue
@@ -49,9 +49,10 @@ def format_number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = ()) -> str:
-    """``g-sgd-lr0.1``, plus ``-<key><value>`` for other swept keys."""
-    parts = [objective, optimizer, f"lr{format_number(lr)}"]
+def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = (), schedule: str | None = None) -> str:
+    """``g-sgd-lr0.1``, ``g-sgd-lr0.1-cosine`` with a schedule, plus ``-<key><value>`` for other
+    swept keys."""
+    parts = [objective, optimizer, f"lr{format_number(lr)}"] + ([schedule] if schedule else [])
     for key, value in dict(extras).items():
         parts.append(f"{key.rsplit('.', 1)[-1]}{format_number(value) if isinstance(value, float) else value}")
     return "-".join(parts)

@@ -61,9 +61,14 @@ def window_rows(lo: int, count: int, final: int, stride: int) -> tuple[np.ndarra
 
 
 def window_series(lo: int, records: Mapping[str, np.ndarray], row: int, x_names, g_names, at: np.ndarray):
-    """The metrics of one row at positions ``at`` of a window of records from step ``lo``."""
-    return _series(lo + at, records["loss"][at, row], records["grad_norm"][at, row], records["x"][at, row],
-                   records["grad"][at, row], x_names, g_names)
+    """The metrics of one row at positions ``at`` of a window of records from step ``lo`` (and
+    ``lr``, the lr in effect, when a schedule recorded it)."""
+    series = _series(lo + at, records["loss"][at, row], records["grad_norm"][at, row], records["x"][at, row],
+                     records["grad"][at, row], x_names, g_names)
+    if "lr" in records:
+        lr = records["lr"]
+        series["lr"] = (lo + at, lr[at] if lr.ndim == 1 else lr[at, row])
+    return series
 
 
 def _series(steps, loss, grad_norm, x, grad, x_names, g_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
