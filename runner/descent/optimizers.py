@@ -6,13 +6,12 @@ time), ``name`` (for run names and tags) and the class's hyperparameters, ``lr: 
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Iterable
 
 import torch
 
-from runner.errors import UserError
+from runner.descent.configured import build
 
 
 class ManualDescent:
@@ -72,25 +71,4 @@ def is_plain_descent(cfg) -> bool:
 
 def make_optimizer(cfg, params: list[torch.Tensor]) -> Any:
     """Instantiate the configured optimizer on ``params``; one-line errors for bad hyperparameters."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import get_class, instantiate
-    from omegaconf import OmegaConf
-
-    kwargs = OmegaConf.to_container(cfg, resolve=True)
-    kwargs.pop("name", None)
-    target = kwargs.get("_target_")
-    try:
-        cls = get_class(target)
-    except Exception:
-        raise UserError(f"optimizer._target_: cannot import {target!r}; use a torch.optim class such as torch.optim.NAdam") from None
-    allowed = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params")]
-    unknown = [k for k in kwargs if not k.startswith("_") and k not in allowed]
-    if unknown:
-        raise UserError(
-            f"optimizer: {target} takes no argument {', '.join(unknown)}; it takes: {', '.join(allowed)}"
-        )
-    try:
-        return instantiate(kwargs)(params)
-    except (ValueError, TypeError, InstantiationException) as exc:
-        cause = exc.__cause__ or exc
-        raise UserError(f"optimizer: {target}: {str(cause).splitlines()[0]}") from None
+    return build(cfg, "optimizer", "a torch.optim class such as torch.optim.NAdam", params, skipped=("params",))

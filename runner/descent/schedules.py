@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from runner.errors import UserError
+from runner.descent.configured import build
 
 
 def is_constant(cfg: Any) -> bool:
@@ -49,29 +49,7 @@ def warmup_cosine(optimizer, warmup_steps: int, start_factor: float, total_steps
 
 def make_scheduler(cfg: Any, optimizer) -> Any:
     """Instantiate the configured scheduler on ``optimizer``; one-line errors for bad settings."""
-    import inspect
-
-    from hydra.errors import InstantiationException
-    from hydra.utils import get_method, instantiate
-    from omegaconf import OmegaConf
-
-    kwargs = OmegaConf.to_container(cfg, resolve=True)
-    kwargs.pop("name", None)
-    target = kwargs.get("_target_")
-    try:
-        built = get_method(target)
-    except Exception:
-        raise UserError(f"schedule._target_: cannot import {target!r}; use a torch.optim.lr_scheduler class such as torch.optim.lr_scheduler.MultiStepLR") from None
-    signature = inspect.signature(built.__init__ if isinstance(built, type) else built)
-    allowed = [n for n in signature.parameters if n not in ("self", "optimizer", "last_epoch", "verbose")]
-    unknown = [k for k in kwargs if not k.startswith("_") and k not in allowed]
-    if unknown:
-        raise UserError(f"schedule: {target} takes no argument {', '.join(unknown)}; it takes: {', '.join(allowed)}")
-    try:
-        return instantiate(kwargs)(optimizer)
-    except (ValueError, TypeError, InstantiationException) as exc:
-        cause = exc.__cause__ or exc
-        raise UserError(f"schedule: {target}: {str(cause).splitlines()[0]}") from None
+    return build(cfg, "schedule", "a torch.optim.lr_scheduler class such as torch.optim.lr_scheduler.MultiStepLR", optimizer, skipped=("optimizer", "last_epoch", "verbose"))
 
 
 class LrSchedule:
