@@ -63,6 +63,28 @@ def run_job(cfg: DictConfig) -> float:
 
 def run_optimize(cfg: DictConfig) -> float:
     """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
+    done = optimize(cfg)
+    report(done.plan, done.traj, done.recorder)
+    return done.value
+
+
+@dataclass
+class Optimized:
+    """A finished descent: what it was, what it did, where it is recorded (None without tracking)."""
+
+    plan: Plan
+    traj: Trajectory
+    recorder: RunRecorder | None
+
+    @property
+    def value(self) -> float:
+        """The final loss as sweepers take it: inf when the run diverged."""
+        final_loss = self.traj.final_loss(0)
+        return final_loss if math.isfinite(final_loss) else math.inf
+
+
+def optimize(cfg: DictConfig) -> Optimized:
+    """Descend and record the run, printing nothing (the Python API calls this)."""
     plan = prepare(cfg)
     store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
     check_optimizer(plan)
@@ -70,9 +92,7 @@ def run_optimize(cfg: DictConfig) -> float:
     traj, trajectory_file = descend_recorded(plan, recorder)
     if recorder is not None:
         finish_record(plan, recorder, traj, trajectory_file)
-    report(plan, traj, recorder)
-    final_loss = traj.final_loss(0)
-    return final_loss if math.isfinite(final_loss) else math.inf
+    return Optimized(plan, traj, recorder)
 
 
 def prepare(cfg: DictConfig) -> Plan:

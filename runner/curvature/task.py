@@ -379,6 +379,16 @@ def run_name(cfg: DictConfig, problem: Problem, backend: Any) -> str:
 
 def run_derivatives(cfg: DictConfig) -> float:
     """The task behind ``task=derivatives``: compute, print, record; the value L(p) for sweepers."""
+    result, table, recorder = derivatives_recorded(cfg)
+    sys.stdout.write(table)
+    if recorder is not None:
+        print(f"  mlflow run {recorder.run_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
+    sys.stdout.flush()
+    return result.value
+
+
+def derivatives_recorded(cfg: DictConfig) -> tuple[Derivatives, str, RunRecorder | None]:
+    """Compute and record, printing nothing: the result, its table, the run (None untracked)."""
     problem, backend, device = build(cfg)
     name = run_name(cfg, problem, backend)
     recorder = start_record(cfg, name, problem, backend, device) if cfg.tracking.enabled else None
@@ -391,11 +401,7 @@ def run_derivatives(cfg: DictConfig) -> float:
         raise
     if recorder is not None:
         finish_record(cfg, recorder, result, table)
-    sys.stdout.write(table)
-    if recorder is not None:
-        print(f"  mlflow run {recorder.run_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
-    sys.stdout.flush()
-    return result.value
+    return result, table, recorder
 
 
 def start_record(cfg: DictConfig, name: str, problem: Problem, backend: Any, device: Any) -> RunRecorder:

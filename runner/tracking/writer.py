@@ -20,8 +20,9 @@ import queue
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Iterator
 
 from runner.processes import child_env
 
@@ -165,3 +166,15 @@ def close_writer() -> None:
     if _WRITER is not None:
         _WRITER.close()
         _WRITER = None
+
+
+@contextmanager
+def using(store) -> Iterator[None]:
+    """Make ``store`` this process's writer for the duration (the Python API runs an in-process
+    :class:`~runner.tracking.store.MlflowStore` instead of a writer process); the previous one after."""
+    global _WRITER
+    previous, _WRITER = _WRITER, store
+    try:
+        yield
+    finally:
+        _WRITER = previous

@@ -1,0 +1,136 @@
+"""Reading runs back from the store, through MLflow's client: tables of runs, trajectories, results.
+
+The store is the one a run would use: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///outputs/mlflow.db`` under the current folder.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+from runner.api.compose import RunnerError
+from runner.api.results import RunResult
+
+
+def client_for(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    from runner.tracking.store import quiet_mlflow_logs, resolve_uri
+
+    quiet_mlflow_logs()
+    return MlflowClient(tracking_uri=resolve_uri(tracking_uri))
+
+
+def search(client, experiment: str, parent: str | None) -> list:
+    """Every run of the experiment (children of ``parent`` only, if given), oldest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise RunnerError(f"tracking.experiment: no experiment {experiment!r} in {client.tracking_uri}")
+    where = f"tags.`mlflow.parentRunId` = '{parent}'" if parent else ""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string=where, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def runs_frame(experiment: str, parent: str | None, tracking_uri: str | None):
+    """One row per run: ``run_id``, ``run_name``, ``status``, then ``params.*``, ``metrics.*`` (the
+    last value) and ``tags.*`` (MLflow's own ``mlflow.*`` tags left out)."""
+    import pandas as pd
+
+    rows = []
+    for r in search(client_for(tracking_uri), experiment, parent):
+        row: dict[str, Any] = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status}
+        row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+        row.update({f"tags.{k}": v for k, v in r.data.tags.items() if not k.startswith("mlflow.")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def download(client, run_id: str, path: str, folder: str) -> str:
+    """``client.download_artifacts`` without MLflow's progress bar (noise in a notebook)."""
+    import os
+
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        return client.download_artifacts(run_id, path, folder)
+    finally:
+        if before is None:
+            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+
+
+def trajectory_frame(run_id: str, tracking_uri: str | None):
+    """The run's ``trajectory.csv`` (every step), else its metric histories, indexed by step."""
+    import pandas as pd
+
+    client = client_for(tracking_uri)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if "trajectory.csv" in names:
+        with tempfile.TemporaryDirectory(prefix="runner-api-") as tmp:
+            return pd.read_csv(download(client, run_id, "trajectory.csv", tmp)).set_index("step")
+    run = client.get_run(run_id)
+    keys = [k for k in run.data.metrics if k in ("loss", "grad_norm", "lr") or k.startswith(("x/", "grad/"))]
+    columns = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
+    frame = pd.DataFrame(columns).sort_index()
+    frame.index.name = "step"
+    return frame
+
+
+def child_results(tracking_uri: str, parent: str) -> list[RunResult]:
+    """Each child of a sweep as a :class:`RunResult`, in the order the jobs started."""
+    client = client_for(tracking_uri)
+    parent_run = client.get_run(parent)
+    experiment = client.get_experiment(parent_run.info.experiment_id).name
+    return [result_of(client, run) for run in search(client, experiment, parent)]
+
+
+def result_of(client, run) -> RunResult:
+    """A recorded descent read back: outcome and final step from its tags, the trajectory from its
+    metric samples, the config from its ``config.yaml`` when it has one (else its params)."""
+    frame = trajectory_frame(run.info.run_id, client.tracking_uri)
+    tags = run.data.tags
+    final = int(tags.get("final_step", frame.index.max()))
+    loss = frame["loss"].to_numpy(dtype=float)
+    xs = {c[2:]: frame[c].to_numpy(dtype=float) for c in frame.columns if c.startswith("x/")}
+    return RunResult(
+        name=run.info.run_name,
+        run_id=run.info.run_id,
+        outcome=tags.get("outcome", run.info.status.lower()),
+        final_step=final,
+        final_loss=float(frame["loss"].get(final, math.inf)),
+        x_final={n: float(v[-1]) for n, v in xs.items()},
+        steps=frame.index.to_numpy(),
+        loss=loss,
+        grad_norm=frame["grad_norm"].to_numpy(dtype=float),
+        x=xs,
+        grad={c[5:]: frame[c].to_numpy(dtype=float) for c in frame.columns if c.startswith("grad/")},
+        config=_config_of(client, run),
+    )
+
+
+def _config_of(client, run) -> dict[str, Any]:
+    """The run's resolved config: its ``config.yaml`` artifact, else rebuilt from its params."""
+    import yaml
+
+    if any(a.path == "config.yaml" for a in client.list_artifacts(run.info.run_id)):
+        with tempfile.TemporaryDirectory(prefix="runner-api-") as tmp:
+            with open(download(client, run.info.run_id, "config.yaml", tmp)) as text:
+                return yaml.safe_load(text)
+    config: dict[str, Any] = {}
+    for key, value in run.data.params.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return config
