@@ -26,6 +26,12 @@ def absolute(uri: str) -> str:
 
 
 def _store():
+    import warnings
+
+    with warnings.catch_warnings():  # tqdm's "IProgress not found" when MLflow imports it in a notebook
+        warnings.simplefilter("ignore")
+        import mlflow.tracking  # noqa: F401
+
     from runner.tracking.store import MlflowStore, quiet_mlflow_logs
 
     class InProcessStore(MlflowStore):
