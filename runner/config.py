@@ -72,6 +72,7 @@ class RunnerConf:
     check_grad: bool = False  # compare autograd with finite differences during descent
     check_grad_every: int = 10
     progress: Any = "auto"  # progress bar: auto (on a terminal) | true | false
+    resume: bool = False  # reuse a FINISHED run with the same config fingerprint instead of running again
 
 
 def register_configs() -> None:

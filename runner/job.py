@@ -9,6 +9,7 @@ nothing of Hydra beyond the composed config (``HydraConfig`` only names runs in 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from runner.descent.backends import device_name
 from runner.descent.build import build, compile_plan
 from runner.descent.loop import Trajectory, descend, sample_coords
 from runner.descent.optimizers import is_plain_descent, make_optimizer, needs_closure, optimizer_name
@@ -25,7 +27,9 @@ from runner.descent.problem import Problem
 from runner.descent.progress import make_progress
 from runner.descent.schedules import is_constant, schedule_factory, schedule_name
 from runner.tracking import records
-from runner.tracking.naming import run_name, swept_extras
+from runner.tracking.fingerprint import fingerprint
+from runner.tracking.naming import PARENT_ENV, run_name, swept_extras
+from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, open_store
 from runner.tracking.store import resolve_uri
 from runner.tracking.stream import RunStream
@@ -54,11 +58,46 @@ class Plan:
 def run_job(cfg: DictConfig) -> float:
     """The task function behind ``python -m runner``."""
     validate(cfg)
+    if cfg.resume and cfg.tracking.enabled and cfg.task == "optimize":
+        earlier = finished_before(cfg)
+        if earlier is not None:
+            return reuse(cfg, earlier)
     if cfg.task == "derivatives":
         from runner.curvature.task import run_derivatives
 
         return run_derivatives(cfg)
     return run_optimize(cfg)
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """:func:`runner.tracking.fingerprint.fingerprint` of the job's resolved config (a sweep's
+    composed config also has the ``hydra`` node, which is not the job's)."""
+    keys = [k for k in cfg if k != "hydra"]
+    return fingerprint(OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True))
+
+
+def job_key(cfg: DictConfig) -> tuple[str, str]:
+    """What a job is for resuming: its config fingerprint and the type of device it resolves to."""
+    from runner.descent.backends import resolve_device
+
+    size = len(cfg.objective.init) if cfg.objective.init is not None else (cfg.objective.dim or 1)
+    return config_fingerprint(cfg), resolve_device(cfg.backend.device, size).type
+
+
+def finished_before(cfg: DictConfig) -> dict[str, Any] | None:
+    """The FINISHED run of this experiment with this job's fingerprint and device type, if any."""
+    key, device = job_key(cfg)
+    return open_store(cfg.tracking).find_finished(key, device)
+
+
+def reuse(cfg: DictConfig, earlier: dict[str, Any]) -> float:
+    """Stand the earlier run in for this job: link it to the sweep, say so, return its value."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        open_store(cfg.tracking).mark_reused(earlier["run_id"], parent)
+    print(f"{earlier['name']}: reused run {earlier['run_id']} ({earlier['outcome']} at step {earlier['final_step']}, same config)")
+    sys.stdout.flush()
+    return float(earlier["value"])
 
 
 def run_optimize(cfg: DictConfig) -> float:
@@ -83,12 +122,13 @@ class Optimized:
         return final_loss if math.isfinite(final_loss) else math.inf
 
 
-def optimize(cfg: DictConfig) -> Optimized:
-    """Descend and record the run, printing nothing (the Python API calls this)."""
+def optimize(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> Optimized:
+    """Descend and record the run, printing nothing (the Python API and ``runner.rerun`` call this);
+    ``extra_tags`` go onto the run when it is created."""
     plan = prepare(cfg)
     store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
     check_optimizer(plan)
-    recorder = start_record(plan, store) if store is not None else None
+    recorder = start_record(plan, store, extra_tags) if store is not None else None
     traj, trajectory_file = descend_recorded(plan, recorder)
     if recorder is not None:
         finish_record(plan, recorder, traj, trajectory_file)
@@ -138,7 +178,7 @@ def check_optimizer(plan: Plan) -> None:
     plan.backend, plan.fused_lr = compile_plan(plan.cfg, plan.backend)
 
 
-def start_record(plan: Plan, store: Any) -> RunRecorder:
+def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = None) -> RunRecorder:
     """The run in MLflow, with its params (the resolved config) and the tags known up front."""
     cfg = plan.cfg
     tags = {
@@ -151,6 +191,8 @@ def start_record(plan: Plan, store: Any) -> RunRecorder:
         "task": cfg.task,
     }
     config = OmegaConf.to_container(cfg, resolve=True)
+    tags.update(provenance_tags(config_fingerprint(cfg), cfg.seed, device_name(plan.device)))
+    tags.update(extra_tags or {})
     # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
     return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
 

@@ -6,11 +6,13 @@ sweeper validates the same way through :func:`runner.sweeps.compose.compose_job`
 ``cached`` launcher then reuses those compositions. It is the runner's default sweeper
 (``conf/config.yaml``); everything else is Hydra's ``BasicSweeper`` (same keys: ``max_batch_size``,
 ``params``).
+
+With ``resume=true`` it first says how much of the sweep is already done: ``resume: 140 of 200 jobs
+already done, running 60`` (each job then finds its earlier run itself, whichever launcher runs it).
 """
 
-
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -34,3 +36,23 @@ class CachedSweeper(BasicSweeper):
 
         for overrides in batch:
             compose_job(self.hydra_context.config_loader, self.config, list(overrides))
+
+    def sweep(self, arguments: List[str]) -> Any:
+        if self.config.get("resume") and self.config.tracking.enabled:
+            self.announce_resume(arguments)
+        return super().sweep(arguments)
+
+    def announce_resume(self, arguments: List[str]) -> None:
+        """Print how many of the sweep's jobs have a FINISHED run with their config already."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from runner.job import job_key
+        from runner.sweeps.compose import compose_job
+        from runner.tracking.writer import writer
+
+        loader = self.hydra_context.config_loader
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(self._parse_config() + list(arguments))
+        jobs = [job for batch in self.split_arguments(parsed, None) for job in batch]
+        done = writer().done_keys()
+        already = sum(job_key(compose_job(loader, self.config, list(job))) in done for job in jobs)
+        print(f"resume: {already} of {len(jobs)} jobs already done, running {len(jobs) - already}", flush=True)

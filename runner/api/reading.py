@@ -6,12 +6,13 @@ The store is the one a run would use: ``tracking_uri``, else ``$MLFLOW_TRACKING_
 
 from __future__ import annotations
 
+import io
 import math
-import tempfile
 from typing import Any
 
 from runner.api.compose import RunnerError
 from runner.api.results import RunResult
+from runner.tracking.recorded import artifact_text, recorded_config
 
 
 def client_for(tracking_uri: str | None):
@@ -54,30 +55,14 @@ def runs_frame(experiment: str, parent: str | None, tracking_uri: str | None):
     return pd.DataFrame(rows)
 
 
-def download(client, run_id: str, path: str, folder: str) -> str:
-    """``client.download_artifacts`` without MLflow's progress bar (noise in a notebook)."""
-    import os
-
-    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        return client.download_artifacts(run_id, path, folder)
-    finally:
-        if before is None:
-            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
-
-
 def trajectory_frame(run_id: str, tracking_uri: str | None):
     """The run's ``trajectory.csv`` (every step), else its metric histories, indexed by step."""
     import pandas as pd
 
     client = client_for(tracking_uri)
-    names = {a.path for a in client.list_artifacts(run_id)}
-    if "trajectory.csv" in names:
-        with tempfile.TemporaryDirectory(prefix="runner-api-") as tmp:
-            return pd.read_csv(download(client, run_id, "trajectory.csv", tmp)).set_index("step")
+    text = artifact_text(client, run_id, "trajectory.csv")
+    if text is not None:
+        return pd.read_csv(io.StringIO(text)).set_index("step")
     run = client.get_run(run_id)
     keys = [k for k in run.data.metrics if k in ("loss", "grad_norm", "lr") or k.startswith(("x/", "grad/"))]
     columns = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
@@ -114,23 +99,5 @@ def result_of(client, run) -> RunResult:
         grad_norm=frame["grad_norm"].to_numpy(dtype=float),
         x=xs,
         grad={c[5:]: frame[c].to_numpy(dtype=float) for c in frame.columns if c.startswith("grad/")},
-        config=_config_of(client, run),
+        config=recorded_config(client, run),
     )
-
-
-def _config_of(client, run) -> dict[str, Any]:
-    """The run's resolved config: its ``config.yaml`` artifact, else rebuilt from its params."""
-    import yaml
-
-    if any(a.path == "config.yaml" for a in client.list_artifacts(run.info.run_id)):
-        with tempfile.TemporaryDirectory(prefix="runner-api-") as tmp:
-            with open(download(client, run.info.run_id, "config.yaml", tmp)) as text:
-                return yaml.safe_load(text)
-    config: dict[str, Any] = {}
-    for key, value in run.data.params.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return config

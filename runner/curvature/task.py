@@ -36,13 +36,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from runner.curvature.hessian import MAX_DIM, autograd_hessian, eigenvalues, fd_gradient, fd_hessian, hessian_structure, stable_lr
-from runner.descent.backends import Autograd, FiniteDifference
+from runner.descent.backends import Autograd, FiniteDifference, device_name
 from runner.descent.build import build
 from runner.descent.loop import sample_coords
 from runner.descent.optimizers import optimizer_name
 from runner.descent.problem import Problem
 from runner.errors import UserError
+from runner.tracking.fingerprint import fingerprint
 from runner.tracking.naming import swept_extras
+from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, open_store
 from runner.tracking.store import resolve_uri
 
@@ -413,7 +415,9 @@ def start_record(cfg: DictConfig, name: str, problem: Problem, backend: Any, dev
         "dtype": cfg.backend.dtype,
         "task": cfg.task,
     }
-    return RunRecorder.start(open_store(cfg.tracking), name, OmegaConf.to_container(cfg, resolve=True), tags)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    tags.update(provenance_tags(fingerprint(config), cfg.seed, device_name(device)))
+    return RunRecorder.start(open_store(cfg.tracking), name, config, tags)
 
 
 def finish_record(cfg: DictConfig, recorder: RunRecorder, result: Derivatives, table: str) -> None:

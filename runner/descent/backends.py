@@ -159,3 +159,19 @@ def resolve_device(name: str, size: int) -> torch.device:
         use_cuda = size >= 2**16 and torch.cuda.is_available()
         return torch.device("cuda" if use_cuda else "cpu")
     raise UserError(f"backend.device: {name!r} is not allowed; choose auto, cpu or cuda")
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is: the GPU's name and CUDA version, or the CPU's model name."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()

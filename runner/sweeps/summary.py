@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from runner.tracking.reuse import REUSED_BY
+
 PARENT_TAG = "mlflow.parentRunId"
 TABLE = "summary_table.json"
 MAX_DESCRIBED = 50  # children listed in the parent's description
@@ -50,6 +52,7 @@ class Child:
     metrics: set[str] = field(default_factory=set)
     loss_steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    reused: bool = False  # an earlier run that a resumed sweep stood in for its job
 
     @property
     def final_loss(self) -> float:
@@ -60,15 +63,16 @@ class Child:
 
 # -- reading ---------------------------------------------------------------------------------------
 def search_children(client, parent) -> list:
-    """Every run of the parent's experiment tagged with the parent's id, page by page."""
+    """The parent's children: the runs tagged with its id, and the earlier runs a resumed sweep
+    reused (tagged ``reused_by.<its id>``, see :mod:`runner.tracking.reuse`)."""
+    own = _search(client, parent, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    return own + _search(client, parent, f"tags.`{REUSED_BY}{parent.info.run_id}` = 'true'")
+
+
+def _search(client, parent, where: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
+        page = client.search_runs([parent.info.experiment_id], filter_string=where, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -96,6 +100,7 @@ def read_children(client, parent) -> list[Child]:
             tags=tags,
             start_time=run.info.start_time or 0,
             metrics=set(run.data.metrics),
+            reused=tags.get(PARENT_TAG) != parent.info.run_id,
         )
         if "loss" in run.data.metrics:
             child.loss_steps, child.loss = history(client, child.run_id, "loss")
@@ -141,6 +146,7 @@ def table(children: Sequence[Child], swept: Sequence[str]) -> dict[str, list]:
     cols["outcome"] = [c.outcome for c in children]
     cols["final_step"] = [c.steps for c in children]  # steps taken (the param `steps` may be swept)
     cols["status"] = [c.status for c in children]
+    cols["reused"] = [c.reused for c in children]
     cols["run_id"] = [c.run_id for c in children]
     return cols
 
@@ -375,7 +381,8 @@ def describe(description: str, children: Sequence[Child], best: Child | None, ou
     lines = [base, "", f"**Result**: {outcome}, {len(children)} runs" + (f"; best: `{best.name}` (final loss {_fmt(best.final_loss)})" if best else ""), ""]
     lines += ["| run | final loss | outcome | steps | status |", "|---|---|---|---|---|"]
     for c in children[:MAX_DESCRIBED]:
-        lines.append(f"| {c.name} | {_fmt(c.final_loss)} | {c.outcome} | {c.steps if c.steps is not None else ''} | {c.status} |")
+        status = f"{c.status} (reused)" if c.reused else c.status
+        lines.append(f"| {c.name} | {_fmt(c.final_loss)} | {c.outcome} | {c.steps if c.steps is not None else ''} | {status} |")
     if len(children) > MAX_DESCRIBED:
         lines.append(f"| … {len(children) - MAX_DESCRIBED} more in {TABLE} | | | | |")
     return "\n".join(lines)

@@ -303,6 +303,25 @@ class MlflowStore:
         """Any other MlflowClient method (log_table, log_figure, search_runs …)."""
         return getattr(self.client, method)(*args, **kwargs)
 
+    # -- resuming (runner.tracking.reuse) -------------------------------------------------------
+    def find_finished(self, fingerprint: str, device: str) -> dict[str, Any] | None:
+        """The newest FINISHED run of this experiment with this fingerprint and kind of device."""
+        from runner.tracking.reuse import find_finished
+
+        return find_finished(self.client, self.experiment_id, fingerprint, device)
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        """``(fingerprint, device type)`` of every FINISHED run of this experiment."""
+        from runner.tracking.reuse import done_keys
+
+        return done_keys(self.client, self.experiment_id)
+
+    def mark_reused(self, run_id: str, parent_run_id: str) -> None:
+        """Link a reused run to the sweep that reused it (``reused_by.<parent id>``)."""
+        from runner.tracking.reuse import REUSED_BY
+
+        self.client.set_tag(run_id, REUSED_BY + self.run_id(parent_run_id), "true")
+
 
 def _param_value(value: Any) -> str:
     text = str(value)

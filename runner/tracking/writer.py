@@ -30,7 +30,7 @@ from runner.processes import child_env
 # ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
 # does not wait either (an in-process sweep: the process's last flush waits for it).
-SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve"}
+SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve", "find_finished", "done_keys"}
 IMMEDIATE = {"open"}  # executed on arrival even though nobody waits
 BARRIER = {"end_run", "call", "flush", "run_function", "resolve"}  # wait for everything sent before them
 
