@@ -18,10 +18,13 @@ from runner.tracking.recorded import artifact_text, recorded_config
 def client_for(tracking_uri: str | None):
     from mlflow import MlflowClient
 
+    from runner.api.store import absolute
     from runner.tracking.store import quiet_mlflow_logs, resolve_uri
 
     quiet_mlflow_logs()
-    return MlflowClient(tracking_uri=resolve_uri(tracking_uri))
+    # absolute: MLflow caches one engine per URI string, so a relative sqlite URI read again after
+    # a chdir (another notebook folder, another test) would reach the first folder's database
+    return MlflowClient(tracking_uri=absolute(resolve_uri(tracking_uri)))
 
 
 def search(client, experiment: str, parent: str | None) -> list:
