@@ -112,6 +112,11 @@ def test_customary_starts_and_variable_names():
     assert problem("custom", expr="(b-1)**2 + a").var_names == ["a", "b"]
     assert problem("custom", expr="(b-1)**2 + a", vars=["b", "a"]).var_names == ["b", "a"]
     assert problem("custom", expr="(b-1)**2 + a").x0.tolist() == [0.0, 0.0]
+    # Hydra hands numbers over as numbers: a list with one (objective.expr=[x**2,3]) is x² + 3.
+    listed = problem("custom", expr=["x**2", 3])
+    assert listed.var_names == ["x"] and listed.fn(torch.tensor([[2.0]], dtype=torch.float64)).tolist() == [7.0]
+    # A constant is a function of the variables objective.vars names.
+    assert problem("custom", expr=2, vars=["x"]).fn(torch.tensor([[5.0]])).tolist() == [2.0]
 
 
 def test_custom_expression_descends_to_its_minimum():
@@ -141,6 +146,10 @@ def test_user_target_function(tmp_path, monkeypatch):
         (dict(name="custom", target="nodots"), "is not of the form pkg.module:function"),
         (dict(name="custom", target="math:nope", init=[1.0]), "'math' has no function 'nope'"),
         (dict(name="custom", expr="x.__class__"), "attribute access is not allowed in 'x.__class__'"),
+        (dict(name="custom", expr=2), "objective.expr: '2' has no variable"),
+        (dict(name="custom", expr="pi*e"), "objective.expr: 'pi*e' has no variable"),
+        (dict(name="custom", expr={"a": 1}), "objective.expr: expected an expression string or a list of them, got DictConfig"),
+        (dict(name="custom", expr=True), "objective.expr: expected an expression string, got bool"),
     ],
 )
 def test_bad_objective_configs_say_what_is_wrong(overrides, message):

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from omegaconf import ListConfig
 
 import objectives
 from runner.errors import UserError
@@ -113,12 +112,15 @@ def _custom(cfg) -> tuple[Objective, list[str], Callable | None, list[str]]:
         else:
             raise UserError("objective.target needs objective.init=[...] or objective.vars=[...] to know its size")
         return fn, names, None, [cfg.target]
-    # A list of targets, or one expression (Hydra hands a bare number over as int or float).
-    expr = [str(e) for e in cfg.expr] if isinstance(cfg.expr, (list, tuple, ListConfig)) else str(cfg.expr)
+    # parse_expression takes one expression or a list of them, numbers included (Hydra hands
+    # ``objective.expr=2`` over as an int), and refuses anything else in one line.
     try:
-        parsed = parse_expression(expr, None if cfg.vars is None else list(cfg.vars))
+        parsed = parse_expression(cfg.expr, None if cfg.vars is None else list(cfg.vars))
     except ExpressionError as exc:
         raise UserError(str(exc)) from None
+    if not parsed.variables:  # a constant: nothing to descend on
+        raise UserError(f"objective.expr: {', '.join(parsed.sources)!r} has no variable; write a function of at least one "
+                        "(e.g. 'x**2 + 1'), or name its variables with objective.vars=[x]")
     targets = parsed.targets if len(parsed.sources) > 1 else None
     return parsed, list(parsed.variables), targets, list(parsed.sources)
 
