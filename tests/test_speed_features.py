@@ -194,3 +194,15 @@ def test_progress_bar_only_on_request_or_on_a_terminal(capsys):
         update(k, -1.25)
     err = capsys.readouterr().err
     assert "f-manual-lr0.1" in err and "loss=-1.25" in err
+
+
+def test_trajectory_rows_are_the_bytes_numpy_savetxt_writes():
+    """records.write_csv_rows formats a window in one go; numpy's savetxt, row by row, is the reference."""
+    from runner.tracking.records import write_csv_rows
+
+    rows = np.array([[0, 1.0, 0.1, -0.0, 1e-310], [1, np.nan, np.inf, -np.inf, 1 / 3], [123456789, 2.5e300, -7.0, 5e-324, 0.0]])
+    mine, reference = io.StringIO(), io.StringIO()
+    write_csv_rows(mine, rows)
+    np.savetxt(reference, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * 4)
+    assert mine.getvalue() == reference.getvalue()
+    assert mine.getvalue().splitlines()[1] == "1,nan,inf,-inf,0.33333333333333331"
