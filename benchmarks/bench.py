@@ -388,8 +388,8 @@ class Bench:
     def case_b(self, repeat: int) -> list[Row]:
         s, results = self.sweep_sides("b", {
             "runner": (self.runner(*CMD_B), "runner", None),
-            "app log_batch": (self.baseline("logging=batch", *CMD_B), "baseline", None),
-            "app per value": (self.baseline("logging=per_value", *CMD_B), "baseline", None),
+            "app log_batch": (self.baseline(*CMD_B, "logging=batch"), "baseline", None),
+            "app per value": (self.baseline(*CMD_B, "logging=per_value"), "baseline", None),
         }, repeat)
         run, batch, per_value = (median(s[k]) for k in ("runner", "app log_batch", "app per value"))
         rows = [Row("(b)", TITLES["b"], runner=run, baseline=batch, ratio=run / batch, target=TARGETS["b"]),
