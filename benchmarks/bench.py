@@ -457,7 +457,9 @@ class Bench:
         rows = [Row("(c)", TITLES["c"], unit="µs", runner=per["runner"], baseline=per["bare"], ratio=per["runner"] / per["bare"],
                     target=TARGETS["c"]),
                 Row("(c)", TITLES["c/wall"], runner=run, baseline=floor + loop, ratio=(run - floor) / loop, target=TARGETS["c/wall"])]
-        rows[0].note = f"medians of {len(steps['samples']['runner'])} alternated descents of 20,000 steps each"
+        cpu = {name: value * 1e6 for name, value in steps["cpu_per_step_s"].items()}
+        rows[0].note = (f"medians of {len(steps['samples']['runner'])} alternated descents of 20,000 steps each; CPU time of "
+                        f"the thread: {cpu['runner']:.1f} µs vs {cpu['bare']:.1f} µs, {cpu['runner'] / cpu['bare']:.2f}×")
         rows[1].note = (f"parallel floor {floor:.2f} s + bare loop {loop:.2f} s ({loop / 20001 * 1e6:.0f} µs/step); bare process "
                         f"{median(s['bare']):.2f} s; with the serial floor {serial:.2f} s: {(run - serial) / loop:.2f}×")
         if not check["ok"]:

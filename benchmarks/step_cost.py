@@ -14,8 +14,10 @@ in place, every step's loss, x and gradient kept in preallocated tensors), impor
 ``benchmarks/bare_loop.py``.
 
 The two alternate (runner, bare, runner, bare, …) in this one process, after one unmeasured round
-each; every sample is the wall time of the whole descent, from the call to the file being closed. The
-JSON has every sample and the medians per step.
+each; every sample is the wall time of the whole descent, from the call to the file being closed, and
+the CPU time of this thread over the same span (on a shared machine the CPU time is the steadier of
+the two: another process's work delays the wall clock, not this thread's CPU clock). The JSON has
+every sample and the medians per step.
 """
 
 from __future__ import annotations
@@ -80,12 +82,18 @@ def main() -> None:
     runner_loop(min(args.steps, 2000), args.lr, folder)  # unmeasured: first calls, allocator, file cache
     bare_loop(min(args.steps, 2000), args.lr)
     samples: dict[str, list[float]] = {"runner": [], "bare": []}
+    cpu: dict[str, list[float]] = {"runner": [], "bare": []}
+    sides = {"runner": lambda: runner_loop(args.steps, args.lr, folder), "bare": lambda: bare_loop(args.steps, args.lr)[0]}
     for _ in range(args.repeat):
-        samples["runner"].append(runner_loop(args.steps, args.lr, folder))
-        samples["bare"].append(bare_loop(args.steps, args.lr)[0])
+        for name, side in sides.items():
+            started = time.thread_time()
+            samples[name].append(side())
+            cpu[name].append(time.thread_time() - started)
     per_step = {name: statistics.median(values) / (args.steps + 1) for name, values in samples.items()}
+    cpu_per_step = {name: statistics.median(values) / (args.steps + 1) for name, values in cpu.items()}
     with open(args.out, "w") as fh:
-        json.dump({"steps": args.steps, "lr": args.lr, "samples": samples, "per_step_s": per_step}, fh)
+        json.dump({"steps": args.steps, "lr": args.lr, "samples": samples, "cpu_samples": cpu, "per_step_s": per_step,
+                   "cpu_per_step_s": cpu_per_step}, fh)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,25 @@ def test_bad_objective_configs_say_what_is_wrong(overrides, message):
         problem(**overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_numbered_names_behave_as_the_list_they_stand_for():
+    """The lazy ``x1 … xd`` against the plain list it replaces (a second implementation): items,
+    negative items, slices, positions, membership, equality, and the errors for what is not a name."""
+    from objectives.registry import NumberedNames
+
+    d = 12
+    names, plain = NumberedNames(d), [f"x{i}" for i in range(1, d + 1)]
+    assert len(names) == d and list(names) == plain and names == plain and names == tuple(plain)
+    assert [names[i] for i in range(-d, d)] == [plain[i] for i in range(-d, d)]
+    for cut in (slice(None), slice(2, 7), slice(-3, None), slice(None, None, -2), slice(1, 11, 4)):
+        assert names[cut] == plain[cut]
+    assert [names.index(n) for n in plain] == list(range(d))
+    for bad in (d, -d - 1):
+        with pytest.raises(IndexError, match=str(bad if bad >= 0 else bad + d)):
+            names[bad]
+    for wrong in ("x0", "x01", "x13", "y1", "x", "1", "xx1", 5, None):
+        assert wrong not in names and (wrong in plain) is False
+        with pytest.raises(ValueError, match=f"^{wrong!r} is not a variable$"):
+            names.index(wrong)
+    assert names != ["x1"] and names != plain[:-1] and (names == 5) is False
