@@ -27,8 +27,9 @@ def f(x: torch.Tensor) -> torch.Tensor:
     return 3.0 * x**2 + 2.0 * x - 1.0
 
 
-def bare_loop(steps: int, lr: float) -> tuple[float, float]:
-    """Descend f from x = 0 for ``steps`` updates (k = 0 … steps evaluated); (seconds, final x)."""
+def bare_loop(steps: int, lr: float) -> tuple[float, dict[str, torch.Tensor]]:
+    """Descend f from x = 0 for ``steps`` updates (k = 0 … steps evaluated); the loop's seconds and
+    its records (``loss`` (steps + 1,), ``x`` and ``grad`` (steps + 1, 1))."""
     x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     losses = torch.empty(steps + 1, dtype=torch.float64)
     xs = torch.empty(steps + 1, 1, dtype=torch.float64)
@@ -44,7 +45,7 @@ def bare_loop(steps: int, lr: float) -> tuple[float, float]:
             if k < steps:
                 x -= lr * grad
     seconds = time.perf_counter() - start
-    return seconds, float(x.detach()[0])
+    return seconds, {"loss": losses, "x": xs, "grad": grads}
 
 
 def main() -> None:
@@ -53,9 +54,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    seconds, x = bare_loop(args.steps, args.lr)
+    seconds, records = bare_loop(args.steps, args.lr)
     with open(args.out, "w") as fh:
-        json.dump({"loop_s": seconds, "steps": args.steps, "lr": args.lr, "x_final": x}, fh)
+        json.dump({"loop_s": seconds, "steps": args.steps, "lr": args.lr, "x_final": float(records["x"][-1, 0])}, fh)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,36 @@
 #!/usr/bin/env python
-"""The runner's speed, side by side with its yardsticks, in one run (issue 5).
+"""The runner's speed, side by side with its yardsticks, in one run (issues 5 and 12).
 
     python benchmarks/bench.py [--repeat N] [--only a,b,c,d,e] [--json out.json] [--keep]
+    python benchmarks/bench.py --only r --compare /path/to/another/checkout   (before/after)
 
 Cases (each a ratio of medians, runner over yardstick, measured in this one run):
 
-  (a) ``python -m runner objective=g optimizer=sgd lr=0.1`` on a store that exists, against the import
-      floor ``python -c "import torch, mlflow, hydra, omegaconf"``.                     target ≤ 1.25
+  (a) ``python -m runner objective=g optimizer=sgd lr=0.1`` on a store that exists, against
+      * the parallel floor: the larger of the imports of the runner's two processes, the main one
+        (``import torch, hydra, omegaconf``) and the MLflow writer (``import mlflow, matplotlib``),
+        each timed alone;                                                               target ≤ 1.3
+      * the serial floor ``import torch, mlflow, hydra, omegaconf`` in one process.   target ≤ 1.25
   (b) the 16-job multirun ``python -m runner -m objective=f,g optimizer=sgd,manual
       lr=0.01,0.03,0.1,0.3`` against the same sweep of the hand-written Hydra app in
-      ``benchmarks/baseline_app`` (``mlflow.log_metric`` per value on SQLite); each side on its own
-      fresh, already migrated store; all 16 runs checked in MLflow on both sides.     target ≤ 0.2
-  (c) ``python -m runner objective=f steps=20000 lr=0.01`` against the import floor plus the bare
-      PyTorch loop (``benchmarks/bare_loop.py``); the ratio is (runner − floor) / loop.  target ≤ 1.5
+      ``benchmarks/baseline_app``, each side on its own fresh, already migrated store, all 16 runs
+      checked in MLflow on every side:
+      * the competent app (``logging=batch``: one ``log_batch`` per run);             target ≤ 0.5
+      * the obvious app (``logging=per_value``: one ``log_metric`` per value).         target ≤ 0.2
+  (c) 20,000 steps of f, ``lr=0.01``:
+      * in one process (``benchmarks/step_cost.py``): a step through ``descend`` with the run's
+        record stride and its ``RunStream`` (metrics pickled, every step to trajectory.csv) against a
+        step of the bare PyTorch loop (``benchmarks/bare_loop.py``), alternated;       target ≤ 1.2
+      * wall time: ``python -m runner objective=f steps=20000 lr=0.01`` against the parallel floor
+        plus the bare loop; the ratio is (runner − parallel floor) / loop.            target ≤ 1.5
   (d) with CUDA: Rosenbrock n = 1e8, float32, ``backend.compile=true``, the runner's step time against
       the bare compiled step and against the bandwidth floor (``benchmarks/gpu_step.py``).
                                                                            targets ≤ 1.1 and ≤ 1.7
   (e) the runner's FiniteDifference gradient of Rosenbrock, n = 2048, against one hand-written
       batched central-difference evaluation, in this process.                         target ≤ 1.5
+
+  (r) with ``--compare PATH``: case (b)'s runner sweep with this checkout against the same sweep
+      with the checkout at PATH (its code first on PYTHONPATH), alternated.             target ≤ 1.1
 
 Every command runs as a fresh process in a temporary folder, timed from its start until it and every
 process it started (same process group) have ended, so that work left to a background process counts.
@@ -47,7 +60,9 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 APP = HERE / "baseline_app" / "app.py"
 
-FLOOR_CODE = "import torch, mlflow, hydra, omegaconf"
+FLOOR_CODE = "import torch, mlflow, hydra, omegaconf"  # the serial floor: everything in one process
+MAIN_FLOOR_CODE = "import torch, hydra, omegaconf"  # what the runner's main process must import
+WRITER_FLOOR_CODE = "import mlflow, matplotlib"  # what its MLflow writer process must import
 CMD_A = ["objective=g", "optimizer=sgd", "lr=0.1"]
 CMD_B = ["-m", "objective=f,g", "optimizer=sgd,manual", "lr=0.01,0.03,0.1,0.3"]
 CMD_C = ["objective=f", "steps=20000", "lr=0.01"]
@@ -56,13 +71,19 @@ VARS = {"f": ["x"], "g": ["x1", "x2"]}
 E_DIM = 2048
 
 TITLES = {
-    "a": "one run of g vs import floor",
-    "b": "16-job sweep vs hand-written app",
-    "c": "20,000 steps of f: (runner − floor) / bare loop",
+    "a": "one run of g vs parallel import floor",
+    "a/serial": "one run of g vs serial import floor",
+    "b": "16-job sweep vs competent app (log_batch)",
+    "b/per_value": "16-job sweep vs per-value-logging app",
+    "c": "a step of f in-process vs bare loop",
+    "c/wall": "20,000 steps of f: (runner − parallel floor) / bare loop",
     "d": "Rosenbrock n=1e8 GPU step",
     "e": f"FD gradient, Rosenbrock n={E_DIM}",
+    "r": "16-job sweep: this checkout vs --compare",
 }
-TARGETS = {"a": 1.25, "b": 0.2, "c": 1.5, "d/bare": 1.1, "d/floor": 1.7, "e": 1.5}
+TARGETS = {"a": 1.3, "a/serial": 1.25, "b": 0.5, "b/per_value": 0.2, "c": 1.2, "c/wall": 1.5,
+           "d/bare": 1.1, "d/floor": 1.7, "e": 1.5, "r": 1.1}
+CASES = "abcder"
 
 
 class CaseError(Exception):
@@ -145,7 +166,7 @@ class Bench:
                 pass
 
     # one timed process
-    def timed(self, label: str, cmd: list[str], cwd: Path, timeout: float = 1800) -> float:
+    def timed(self, label: str, cmd: list[str], cwd: Path, timeout: float = 1800, env: dict | None = None) -> float:
         """Wall seconds of ``cmd`` in ``cwd`` until it and its process group have ended."""
         self._n += 1
         log = self.logs / f"{self._n:03d}-{label}.log"
@@ -153,7 +174,7 @@ class Bench:
             out.write((" ".join(cmd) + f"\n(cwd {cwd})\n").encode())
             out.flush()
             t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             self.current_group = proc.pid
             try:
                 rc = proc.wait(timeout=timeout)
@@ -206,14 +227,23 @@ class Bench:
 
     floor = [sys.executable, "-c", FLOOR_CODE]
 
-    def interleave(self, case: str, commands: dict[str, Callable[[int], tuple[list[str], Path]]], repeat: int) -> dict[str, list[float]]:
-        """Time each command once per repetition, in turn (A B A B …); the samples of each."""
+    main_floor = [sys.executable, "-c", MAIN_FLOOR_CODE]
+    writer_floor = [sys.executable, "-c", WRITER_FLOOR_CODE]
+
+    def floors(self, d: Path) -> dict[str, Callable[[int], tuple[list[str], Path]]]:
+        """The import floors, as commands for :meth:`interleave`: each process's and the serial one."""
+        return {"main floor": lambda r: (self.main_floor, d), "writer floor": lambda r: (self.writer_floor, d),
+                "serial floor": lambda r: (self.floor, d)}
+
+    def interleave(self, case: str, commands: dict[str, Callable[[int], tuple]], repeat: int) -> dict[str, list[float]]:
+        """Time each command once per repetition, in turn (A B A B …); the samples of each. A command
+        is ``(cmd, cwd)`` or ``(cmd, cwd, env)``."""
         samples: dict[str, list[float]] = {name: [] for name in commands}
         for rep in range(repeat):
             shown = []
             for name, make in commands.items():
-                cmd, cwd = make(rep)
-                t = self.timed(f"{case}-{name}-{rep}", cmd, cwd)
+                cmd, cwd, *env = make(rep)
+                t = self.timed(f"{case}-{name}-{rep}".replace(" ", "_"), cmd, cwd, env=env[0] if env else None)
                 samples[name].append(t)
                 shown.append(f"{name} {t:.2f} s")
             print(f"  ({case}) {rep + 1}/{repeat}: " + ", ".join(shown), flush=True)
@@ -313,48 +343,85 @@ class Bench:
         print("warming up (unmeasured): import floor, runner, baseline app …", flush=True)
         d = self.folder("warmup")
         self.timed("warmup-floor", self.floor, d)
+        self.timed("warmup-writer-floor", self.writer_floor, d)
         self.timed("warmup-runner", self.runner("objective=g", "steps=2"), d)
         self.timed("warmup-baseline", self.baseline("objective=g", "steps=2"), d)
 
     def case_a(self, repeat: int) -> list[Row]:
         d = self.folder("a")
         self.timed("a-warmup-runner", self.runner(*CMD_A), d)  # the store now has the experiment
-        s = self.interleave("a", {"runner": lambda r: (self.runner(*CMD_A), d), "floor": lambda r: (self.floor, d)}, repeat)
+        optim = [sys.executable, "-c", MAIN_FLOOR_CODE + "; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)"]
+        s = self.interleave("a", {"runner": lambda r: (self.runner(*CMD_A), d), **self.floors(d),
+                                  "main floor + SGD": lambda r: (optim, d)}, repeat)
         check = self.check_runs(d / "outputs" / "mlflow.db", 1 + repeat, 101)
         self.report.checks["a"] = check
-        run, floor = median(s["runner"]), median(s["floor"])
-        row = Row("(a)", TITLES["a"], runner=run, baseline=floor, ratio=run / floor, target=TARGETS["a"])
-        row.note = f"{check['runs']} runs FINISHED" if check["ok"] else "CHECK FAILED: " + "; ".join(check["problems"][:3])
+        run, main, writer, serial = (median(s[k]) for k in ("runner", "main floor", "writer floor", "serial floor"))
+        parallel = max(main, writer)
+        rows = [Row("(a)", TITLES["a"], runner=run, baseline=parallel, ratio=run / parallel, target=TARGETS["a"]),
+                Row("(a)", TITLES["a/serial"], runner=run, baseline=serial, ratio=run / serial, target=TARGETS["a/serial"])]
+        rows[0].note = (f"parallel floor = max(main process {main:.2f} s, writer {writer:.2f} s); the main process's imports "
+                        f"and torch.optim.SGD's first construction (it imports torch._dynamo): {median(s['main floor + SGD']):.2f} s")
+        rows[1].note = f"{check['runs']} runs FINISHED" if check["ok"] else "CHECK FAILED: " + "; ".join(check["problems"][:3])
         if not check["ok"]:
-            row.status = "ERROR"
-        return [row]
+            for row in rows:
+                row.status = "ERROR"
+        return rows
 
-    def case_b(self, repeat: int) -> list[Row]:
+    def sweep_sides(self, case: str, sides: dict[str, tuple], repeat: int) -> tuple[dict[str, list[float]], list[dict]]:
+        """Time 16-job sweeps, alternated; each side is ``(command, experiment, env or None)`` and each
+        repetition gets a fresh store, whose 16 runs are then checked. (samples, checks)."""
         checks = []
 
-        def side(name: str, make: Callable[..., list[str]], experiment: str):
+        def side(name: str, cmd: list[str], experiment: str, env: dict | None):
             def command(rep: int):
-                d = self.folder(f"b-{name}-{rep}")
+                d = self.folder(f"{case}-{name.replace(' ', '_')}-{rep}")
                 checks.append((name, d / "outputs" / "mlflow.db", experiment))
-                return make(*CMD_B), d
+                return cmd, d, env
 
             return command
 
-        s = self.interleave("b", {"runner": side("runner", self.runner, "runner"), "baseline": side("baseline", self.baseline, "baseline")}, repeat)
+        s = self.interleave(case, {name: side(name, *spec) for name, spec in sides.items()}, repeat)
         results = [self.check_sweep(db, exp, name) for name, db, exp in checks]
-        self.report.checks["b"] = results
-        run, base = median(s["runner"]), median(s["baseline"])
-        row = Row("(b)", TITLES["b"], runner=run, baseline=base, ratio=run / base, target=TARGETS["b"])
+        self.report.checks[case] = results
+        return s, results
+
+    def case_b(self, repeat: int) -> list[Row]:
+        s, results = self.sweep_sides("b", {
+            "runner": (self.runner(*CMD_B), "runner", None),
+            "app log_batch": (self.baseline(*CMD_B, "logging=batch"), "baseline", None),
+            "app per value": (self.baseline(*CMD_B, "logging=per_value"), "baseline", None),
+        }, repeat)
+        run, batch, per_value = (median(s[k]) for k in ("runner", "app log_batch", "app per value"))
+        rows = [Row("(b)", TITLES["b"], runner=run, baseline=batch, ratio=run / batch, target=TARGETS["b"]),
+                Row("(b)", TITLES["b/per_value"], runner=run, baseline=per_value, ratio=run / per_value, target=TARGETS["b/per_value"])]
+        bad = [r for r in results if not r["ok"]]
+        if bad:
+            for row in rows:
+                row.status = "ERROR"
+            rows[0].note = "CHECK FAILED: " + "; ".join(f"{r['side']}: {p}" for r in bad for p in r["problems"][:2])[:300]
+        else:
+            per = {r["side"]: r for r in results}
+            rows[0].note = (
+                f"16/16 runs complete on every side, every repetition ({per['runner']['metric_values']} metric values per "
+                f"sweep for the runner, {per['app log_batch']['metric_values']} for each app)"
+            )
+        return rows
+
+    def case_r(self, repeat: int) -> list[Row]:
+        """The same sweep with this checkout and with ``--compare``'s, alternated (a regression check)."""
+        if not self.args.compare:
+            return [Row("(r)", TITLES["r"], status="SKIP", note="skipped: needs --compare PATH")]
+        other = Path(self.args.compare).resolve()
+        env = dict(self.env, PYTHONPATH=os.pathsep.join([str(other), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        s, results = self.sweep_sides("r", {"this": (self.runner(*CMD_B), "runner", None),
+                                            "compared": (self.runner(*CMD_B), "runner", env)}, repeat)
+        this, compared = median(s["this"]), median(s["compared"])
+        row = Row("(r)", TITLES["r"], runner=this, baseline=compared, ratio=this / compared, target=TARGETS["r"])
+        row.note = f"compared with {other} (commit {machine_info(other).get('commit')})"
         bad = [r for r in results if not r["ok"]]
         if bad:
             row.status = "ERROR"
             row.note = "CHECK FAILED: " + "; ".join(f"{r['side']}: {p}" for r in bad for p in r["problems"][:2])[:300]
-        else:
-            per = {r["side"]: r for r in results}
-            row.note = (
-                f"16/16 runs complete on both sides, every repetition ({per['runner']['metric_values']} vs "
-                f"{per['baseline']['metric_values']} metric values per sweep)"
-            )
         return [row]
 
     def case_c(self, repeat: int) -> list[Row]:
@@ -367,29 +434,38 @@ class Bench:
             loop_files.append(out)
             return [sys.executable, str(HERE / "bare_loop.py"), "--steps", "20000", "--lr", "0.01", "--out", str(out)], d
 
+        step_file = self.tmp / "c-step-cost.json"
+        step_cmd = [sys.executable, str(HERE / "step_cost.py"), "--steps", "20000", "--lr", "0.01",
+                    "--repeat", str(max(5, 2 * repeat)), "--out", str(step_file)]
+        print(f"  (c) in one process: {' '.join(step_cmd[1:])}", flush=True)
+        self.timed("c-step-cost", step_cmd, d)
+        steps = json.loads(step_file.read_text())
+        self.report.samples["c/step"] = steps["samples"]
         s = self.interleave(
             "c",
-            {"runner": lambda r: (self.runner(*CMD_C), d), "floor": lambda r: (self.floor, d), "bare": bare},
+            {"runner": lambda r: (self.runner(*CMD_C), d), "main floor": lambda r: (self.main_floor, d),
+             "writer floor": lambda r: (self.writer_floor, d), "serial floor": lambda r: (self.floor, d), "bare": bare},
             repeat,
         )
         loops = [json.loads(path.read_text())["loop_s"] for path in loop_files]
         self.report.samples["c"]["bare_loop_in_process"] = loops
         check = self.check_runs(d / "outputs" / "mlflow.db", 1 + repeat, 1)
         self.report.checks["c"] = check
-        run, floor, loop = median(s["runner"]), median(s["floor"]), median(loops)
-        row = Row(
-            "(c)",
-            TITLES["c"],
-            runner=run,
-            baseline=floor + loop,
-            ratio=(run - floor) / loop,
-            target=TARGETS["c"],
-        )
-        row.note = f"floor {floor:.2f} s + bare loop {loop:.2f} s ({loop / 20001 * 1e6:.0f} µs/step); bare process {median(s['bare']):.2f} s"
+        run, loop, serial = median(s["runner"]), median(loops), median(s["serial floor"])
+        floor = max(median(s["main floor"]), median(s["writer floor"]))
+        per = {name: value * 1e6 for name, value in steps["per_step_s"].items()}
+        rows = [Row("(c)", TITLES["c"], unit="µs", runner=per["runner"], baseline=per["bare"], ratio=per["runner"] / per["bare"],
+                    target=TARGETS["c"]),
+                Row("(c)", TITLES["c/wall"], runner=run, baseline=floor + loop, ratio=(run - floor) / loop, target=TARGETS["c/wall"])]
+        cpu = {name: value * 1e6 for name, value in steps["cpu_per_step_s"].items()}
+        rows[0].note = (f"medians of {len(steps['samples']['runner'])} alternated descents of 20,000 steps each; CPU time of "
+                        f"the thread: {cpu['runner']:.1f} µs vs {cpu['bare']:.1f} µs, {cpu['runner'] / cpu['bare']:.2f}×")
+        rows[1].note = (f"parallel floor {floor:.2f} s + bare loop {loop:.2f} s ({loop / 20001 * 1e6:.0f} µs/step); bare process "
+                        f"{median(s['bare']):.2f} s; with the serial floor {serial:.2f} s: {(run - serial) / loop:.2f}×")
         if not check["ok"]:
-            row.status = "ERROR"
-            row.note = "CHECK FAILED: " + "; ".join(check["problems"][:3])
-        return [row]
+            rows[1].status = "ERROR"
+            rows[1].note = "CHECK FAILED: " + "; ".join(check["problems"][:3])
+        return rows
 
     def case_d(self, repeat: int) -> list[Row]:
         import torch
@@ -564,6 +640,8 @@ def machine_info(repo: Path) -> dict:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
+    if unit == "µs":
+        return f"{value:.1f}"
     return f"{value:.3f}" if unit == "ms" and value < 10 else f"{value:.2f}"
 
 
@@ -597,7 +675,8 @@ def summary(rows: list[Row]) -> str:
     def label(r: Row) -> str:
         if r.case == "(d)":
             return r.case + (" bare" if "bare compiled" in r.what else " floor" if "bandwidth" in r.what else "")
-        return r.case
+        key = next((k for k, title in TITLES.items() if title == r.what), "")
+        return r.case + (f" {key.split('/')[1]}" if "/" in key else "")
 
     parts = [f"{label(r)} {r.status}" for r in rows]
     return f"summary: {len(passed)} of {len(judged)} measured targets met — " + ", ".join(parts)
@@ -606,7 +685,9 @@ def summary(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The runner's speed against its yardsticks (issue 5).", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions per side (medians are reported); default 3")
-    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated cases to run, e.g. a,c (default: all)")
+    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated cases to run, e.g. a,c (default: a,b,c,d,e; "
+                        "r, the before/after sweep, runs with --compare)")
+    parser.add_argument("--compare", help="another checkout of the runner: case (r) times case (b)'s sweep with it and with this one")
     parser.add_argument("--json", help="also write the table, every sample and the checks to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, logs)")
     parser.add_argument("--repo", default=str(HERE.parent), help="the runner checkout to measure (default: this one)")
@@ -615,9 +696,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e-device", default="cpu", help="device of case (e) (default cpu; cuda on a GPU machine)")
     args = parser.parse_args(argv)
     cases = [c.strip().lower() for c in args.only.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in "abcde" or len(c) != 1]
+    if args.compare and "r" not in cases:
+        cases.append("r")
+    unknown = [c for c in cases if c not in CASES or len(c) != 1]
     if unknown or args.repeat < 1:
-        parser.error(f"--only takes letters among a,b,c,d,e (got {unknown}); --repeat ≥ 1")
+        parser.error(f"--only takes letters among {','.join(CASES)} (got {unknown}); --repeat ≥ 1")
 
     bench = Bench(args)
     report = bench.report
@@ -631,9 +714,9 @@ def main(argv: list[str] | None = None) -> int:
           f"repeat {args.repeat}, temporary folder {bench.tmp}", flush=True)
     started = time.perf_counter()
     try:
-        if any(c in cases for c in "abc"):
+        if any(c in cases for c in "abcr"):
             bench.warm_up()
-        for case in "abcde":
+        for case in CASES:
             if case not in cases:
                 continue
             print(f"case ({case}) …", flush=True)

@@ -165,9 +165,9 @@ def runner_step(repo: Path, overrides: list[str], device: torch.device, repeat: 
         return call
 
     def via_api():
+        from runner.descent.build import build
         from runner.descent.loop import descend
         from runner.descent.optimizers import make_optimizer
-        from runner.descent.build import build
 
         cfg = compose(repo, overrides + fixed)
         problem, backend, _ = build(cfg)

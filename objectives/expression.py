@@ -64,7 +64,7 @@ import re
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 
@@ -409,7 +409,7 @@ def _parse_one(text: object, prefix: str) -> tuple[str, ast.Expression, _Compile
 
 def _parse_all(expr: object) -> list[tuple[str, ast.Expression, _Compiler]]:
     single = isinstance(expr, (str, int, float))
-    if not single and not isinstance(expr, Iterable):
+    if not single and (not isinstance(expr, Iterable) or isinstance(expr, Mapping)):
         raise ExpressionError(f"{_PREFIX}: expected an expression string or a list of them, "
                               f"got {type(expr).__name__}")
     texts = [expr] if single else list(expr)  # type: ignore[call-overload]

@@ -17,6 +17,56 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# -- isolation: every test leaves the process as it found it, so that the suite passes in any order
+# (CI runs it shuffled by pytest-randomly) ---------------------------------------------------------
+
+
+def _stored_paths(tree: dict, prefix: tuple = ()) -> set[tuple]:
+    """The paths of every config in Hydra's ConfigStore repository (a tree of dicts)."""
+    paths: set[tuple] = set()
+    for key, value in tree.items():
+        paths |= _stored_paths(value, prefix + (key,)) if isinstance(value, dict) else {prefix + (key,)}
+    return paths
+
+
+def _drop_stored(tree: dict, path: tuple) -> None:
+    """Remove one config from the repository, and the groups it leaves empty."""
+    node = tree
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    if len(path) > 1 and not node:
+        _drop_stored(tree, path[:-1])
+
+
+@pytest.fixture(autouse=True)
+def leave_no_global_state():
+    """Undo what a test left behind in this process: environment variables (``RUNNER_PARENT_RUN_ID``,
+    ``RUNNER_SWEPT_KEYS``, MLflow's …), Hydra's initialised GlobalHydra, the configs it stored in
+    Hydra's ConfigStore (``runner.config.register_configs`` puts an ``objective`` group there, which
+    another Hydra app's ``objective=g`` would then read as a group choice), and MLflow's tracking URI.
+    Configs under ``hydra/`` stay: Hydra registers its plugins' configs there once per process."""
+    from hydra.core.config_store import ConfigStore
+
+    environ = dict(os.environ)
+    stored = _stored_paths(ConfigStore.instance().repo)
+    yield
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    for key, value in environ.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    repo = ConfigStore.instance().repo
+    for path in sorted(_stored_paths(repo) - stored, key=len, reverse=True):
+        if path[0] != "hydra":
+            _drop_stored(repo, path)
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m runner ARGS`` in ``cwd``; the result with text stdout and stderr."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -56,6 +56,43 @@ def sweep_runs(client, experiment: str = "runner"):
     return parent, sorted(children, key=lambda r: r.info.start_time)
 
 
+# The objectives the test sweeps use, written again by hand on a vector x, with their starts.
+BY_HAND = {
+    "f": (lambda x: 3.0 * x[0] ** 2 + 2.0 * x[0] - 1.0, [0.0]),
+    "g": (lambda x: (x[0] + 5.0) * x[1] ** 2, [2.0, 3.0]),
+    "booth": (lambda x: (x[0] + 2.0 * x[1] - 7.0) ** 2 + (2.0 * x[0] + x[1] - 5.0) ** 2, [0.0, 0.0]),
+    "rosenbrock": (lambda x: 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2, [-1.2, 1.0]),
+}
+
+
+def final_loss_by_hand(params: dict) -> float:
+    """A child run's final loss computed again, apart from the runner: its objective written by hand,
+    ``steps`` updates of torch.optim's class (or ``x -= lr·grad`` for ``manual``) on a plain vector,
+    with the hyperparameters the run recorded, and the loss at the last point."""
+    import torch
+
+    fn, start = BY_HAND[params["objective.name"]]
+    x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    lr, name = float(params["lr"]), params["optimizer.name"]
+    if name == "adam":
+        betas = tuple(float(b) for b in params["optimizer.betas"].strip("[]").split(","))
+        opt = torch.optim.Adam([x], lr=lr, betas=betas, eps=float(params["optimizer.eps"]))
+    elif name == "sgd":
+        opt = torch.optim.SGD([x], lr=lr)
+    else:
+        assert name == "manual", name
+        opt = None
+    for _ in range(int(params["steps"])):
+        (x.grad,) = torch.autograd.grad(fn(x), x)
+        if opt is None:
+            with torch.no_grad():
+                x -= lr * x.grad
+        else:
+            opt.step()
+    with torch.no_grad():
+        return float(fn(x))
+
+
 def loss_history(client, run_id: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)]
 

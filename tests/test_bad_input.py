@@ -3,8 +3,6 @@ traceback, and no run recorded."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from conftest import run_cli
@@ -50,9 +48,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("args, expected", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_one_clear_line(args, expected, workdir, client):
-    started = time.monotonic()
     result = run_cli(*args, cwd=workdir, timeout=60)
-    elapsed = time.monotonic() - started
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -63,4 +59,3 @@ def test_bad_input_is_one_clear_line(args, expected, workdir, client):
     # Nothing half-written: no run, and for the experiment not even a name in the store.
     experiment = client.get_experiment_by_name("runner")
     assert experiment is None or client.search_runs([experiment.experiment_id]) == []
-    assert elapsed < 60

@@ -31,22 +31,29 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def test_baseline_app_records_one_short_job(workdir, client, monkeypatch):
-    """In-process: the app's task function on g, 3 manual steps, every value logged."""
-    import mlflow
+def g_by_hand(x1: float, x2: float, lr: float, steps: int) -> list[tuple[float, float, float, float, float]]:
+    """(loss, x1, x2, ∂g/∂x1, ∂g/∂x2) at k = 0 … steps of x ← x − lr·∇g for g = (x1 + 5)·x2², in floats."""
+    out = []
+    for _ in range(steps + 1):
+        g1, g2 = x2 * x2, 2 * (x1 + 5) * x2
+        out.append(((x1 + 5) * x2 * x2, x1, x2, g1, g2))
+        x1, x2 = x1 - lr * g1, x2 - lr * g2
+    return out
+
+
+@pytest.mark.parametrize("logging", ["per_value", "batch"])
+def test_baseline_app_records_one_short_job(workdir, client, monkeypatch, logging):
+    """In-process: the app's task function on g, 3 manual steps, every value logged (one call per
+    value, or one log_batch per run: the same record)."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     app = load(BENCH / "baseline_app" / "app.py", "baseline_app")
     uri = f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test
-    GlobalHydra.instance().clear()
+    overrides = ["objective=g", "optimizer=manual", "lr=0.1", "steps=3", f"tracking_uri={uri}", f"logging={logging}"]
     with initialize_config_dir(config_dir=str(BENCH / "baseline_app" / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["objective=g", "optimizer=manual", "lr=0.1", "steps=3", f"tracking_uri={uri}"])
-    try:
-        final = app.run(cfg)
-    finally:
-        mlflow.set_tracking_uri(None)
+        cfg = compose(config_name="config", overrides=overrides)
+    final = app.run(cfg)
 
     (run,) = runs_of(client, "baseline")
     assert run.info.status == "FINISHED"
@@ -61,9 +68,10 @@ def test_baseline_app_records_one_short_job(workdir, client, monkeypatch):
     assert history(client, rid, "grad/x2")[0] == (0, 42.0)
     assert history(client, rid, "x/x1")[:2] == [(0, 2.0), (1, pytest.approx(1.1))]
     assert history(client, rid, "x/x2")[:2] == [(0, 3.0), (1, pytest.approx(-1.2))]
-    x1, x2 = 1.1, -1.2
-    assert history(client, rid, "loss")[1][1] == pytest.approx((x1 + 5) * x2**2)
-    assert history(client, rid, "loss")[3][1] == pytest.approx(final)
+    expected = g_by_hand(2.0, 3.0, 0.1, 3)
+    for column, key in enumerate(["loss", "x/x1", "x/x2", "grad/x1", "grad/x2"]):
+        assert [v for _, v in history(client, rid, key)] == pytest.approx([row[column] for row in expected], rel=1e-12), key
+    assert final == pytest.approx(expected[3][0], rel=1e-12)
 
 
 @pytest.mark.slow
@@ -116,8 +124,19 @@ def test_bench_table_and_summary():
     assert bench.summary(rows).startswith("summary: 1 of 2 measured targets met")
 
 
-def test_bare_loop_reaches_the_minimum():
+def test_bare_loop_does_the_runners_descent_and_reaches_the_minimum():
+    """The yardstick of case (c) computes what the runner computes: the same records, step by step,
+    as ``runner.descent.loop.descend`` (manual descent, autograd), ending at f's minimiser −1/3."""
+    from conftest import make_problem
+
+    from runner.descent.backends import Autograd
+    from runner.descent.loop import descend
+    from runner.descent.optimizers import ManualDescent
+
     bare = load(BENCH / "bare_loop.py", "bare_loop")
-    seconds, x = bare.bare_loop(200, 0.1)
-    assert seconds >= 0
-    assert x == pytest.approx(-1.0 / 3.0)
+    _, records = bare.bare_loop(200, 0.1)
+    runner = descend(make_problem("f"), Autograd(), lambda p: ManualDescent(p, 0.1), steps=200)
+    assert runner.steps.tolist() == list(range(201))
+    for key in ("loss", "x", "grad"):
+        assert records[key].reshape(-1).tolist() == pytest.approx(runner.__dict__[key].reshape(-1).tolist(), rel=1e-12, abs=1e-15), key
+    assert float(records["x"][-1, 0]) == pytest.approx(-1.0 / 3.0, abs=1e-15)

@@ -153,10 +153,17 @@ def test_a_diverging_run_keeps_its_data_and_exits_zero(workdir, client):
     assert "warning: lr=1 exceeds the stable step 2/λ_max = 0.333333" in result.stderr
     (run,) = runs_of(client)
     assert run.data.tags["outcome"] == "diverged"
-    k = int(run.data.tags["diverged_step"])
+    # By hand, in floats: x ← x − (6x + 2) from 0, i.e. x_k = −1/3 + (−5)^k/3, until f or f' overflows.
+    xs, losses = [0.0], []
+    while math.isfinite(3 * xs[-1] ** 2 + 2 * xs[-1] - 1) and math.isfinite(6 * xs[-1] + 2):
+        losses.append(3 * xs[-1] ** 2 + 2 * xs[-1] - 1)
+        xs.append(xs[-1] - (6 * xs[-1] + 2))
+    assert int(run.data.tags["diverged_step"]) == len(losses) == 221
+    # Every finite value is there: the loss up to the step before, x up to the diverged step.
     loss = history(client, run.info.run_id, "loss")
-    # Every finite value before the divergence is there; |x| grows 5× a step until it overflows.
-    assert [s for s, _ in loss] == list(range(len(loss))) and len(loss) >= k - 1
+    assert [s for s, _ in loss] == list(range(221))
+    assert [v for _, v in loss] == pytest.approx(losses, rel=1e-12)
+    assert [v for _, v in history(client, run.info.run_id, "x/x")] == pytest.approx(xs, rel=1e-12)
     assert run.info.status == "FINISHED"
 
 

@@ -149,7 +149,9 @@ def test_free_names_and_public_tables():
     assert free_names(["3*x", "y**2", "x"]) == ["x", "y"]
     assert {"sin", "cos", "exp", "log", "sqrt", "tanh", "abs"} <= set(ALLOWED_FUNCTIONS)
     assert CONSTANTS == {"pi": math.pi, "e": math.e}
-    assert isinstance(parse_expression("x"), Expression)
+    x = parse_expression("x")
+    assert isinstance(x, Expression) and x.variables == ("x",) and x.sources == ("x",)
+    assert x(torch.tensor([[1.5], [-2.0]])).tolist() == [1.5, -2.0]
     assert issubclass(ExpressionError, ValueError)
 
 

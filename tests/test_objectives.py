@@ -112,6 +112,11 @@ def test_customary_starts_and_variable_names():
     assert problem("custom", expr="(b-1)**2 + a").var_names == ["a", "b"]
     assert problem("custom", expr="(b-1)**2 + a", vars=["b", "a"]).var_names == ["b", "a"]
     assert problem("custom", expr="(b-1)**2 + a").x0.tolist() == [0.0, 0.0]
+    # Hydra hands numbers over as numbers: a list with one (objective.expr=[x**2,3]) is x² + 3.
+    listed = problem("custom", expr=["x**2", 3])
+    assert listed.var_names == ["x"] and listed.fn(torch.tensor([[2.0]], dtype=torch.float64)).tolist() == [7.0]
+    # A constant is a function of the variables objective.vars names.
+    assert problem("custom", expr=2, vars=["x"]).fn(torch.tensor([[5.0]])).tolist() == [2.0]
 
 
 def test_custom_expression_descends_to_its_minimum():
@@ -141,6 +146,10 @@ def test_user_target_function(tmp_path, monkeypatch):
         (dict(name="custom", target="nodots"), "is not of the form pkg.module:function"),
         (dict(name="custom", target="math:nope", init=[1.0]), "'math' has no function 'nope'"),
         (dict(name="custom", expr="x.__class__"), "attribute access is not allowed in 'x.__class__'"),
+        (dict(name="custom", expr=2), "objective.expr: '2' has no variable"),
+        (dict(name="custom", expr="pi*e"), "objective.expr: 'pi*e' has no variable"),
+        (dict(name="custom", expr={"a": 1}), "objective.expr: expected an expression string or a list of them, got DictConfig"),
+        (dict(name="custom", expr=True), "objective.expr: expected an expression string, got bool"),
     ],
 )
 def test_bad_objective_configs_say_what_is_wrong(overrides, message):
@@ -148,3 +157,25 @@ def test_bad_objective_configs_say_what_is_wrong(overrides, message):
         problem(**overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_numbered_names_behave_as_the_list_they_stand_for():
+    """The lazy ``x1 … xd`` against the plain list it replaces (a second implementation): items,
+    negative items, slices, positions, membership, equality, and the errors for what is not a name."""
+    from objectives.registry import NumberedNames
+
+    d = 12
+    names, plain = NumberedNames(d), [f"x{i}" for i in range(1, d + 1)]
+    assert len(names) == d and list(names) == plain and names == plain and names == tuple(plain)
+    assert [names[i] for i in range(-d, d)] == [plain[i] for i in range(-d, d)]
+    for cut in (slice(None), slice(2, 7), slice(-3, None), slice(None, None, -2), slice(1, 11, 4)):
+        assert names[cut] == plain[cut]
+    assert [names.index(n) for n in plain] == list(range(d))
+    for bad in (d, -d - 1):
+        with pytest.raises(IndexError, match=str(bad if bad >= 0 else bad + d)):
+            names[bad]
+    for wrong in ("x0", "x01", "x13", "y1", "x", "1", "xx1", 5, None):
+        assert wrong not in names and (wrong in plain) is False
+        with pytest.raises(ValueError, match=f"^{wrong!r} is not a variable$"):
+            names.index(wrong)
+    assert names != ["x1"] and names != plain[:-1] and (names == 5) is False

@@ -39,7 +39,6 @@ def pool():
 def test_the_helper_and_this_process_draw_the_same_pngs(pool):
     jobs = [(k, loss_job(k)) for k in range(6)] + [("path", path_job())]
     drawn = pool.draw_all(jobs)
-    assert pool.pid > 0  # there was a helper to share the work with
     assert set(drawn) == {key for key, _ in jobs}
     for key, figures in jobs:
         here, error = plot_pool.draw_job(figures)
@@ -49,6 +48,22 @@ def test_the_helper_and_this_process_draw_the_same_pngs(pool):
         for name in files:
             assert files[name][:8] == PNG
             assert files[name] == here[name], (key, name)  # Agg output is deterministic
+
+
+def who_draws(tag: str):
+    """A figure job that names the process drawing it (through the error it reports)."""
+    raise RuntimeError(f"{tag} drawn by pid {os.getpid()}")
+
+
+def test_the_first_job_goes_to_the_forked_helper(pool):
+    """The pool has a second process to share the work with: a live child of this one, which draws
+    the first job submitted (the helper is idle then) while this process draws the next ones."""
+    assert pool.pid != os.getpid() and os.waitpid(pool.pid, os.WNOHANG) == (0, 0)  # a live child
+    jobs = [(k, [(f"plots/{k}.png", f"{__name__}:who_draws", (f"job {k}",))]) for k in range(4)]
+    drawn = pool.draw_all(jobs)
+    pids = {k: int(error.rsplit(" ", 1)[1]) for k, (files, error) in drawn.items()}
+    assert pids[0] == pool.pid
+    assert set(pids.values()) <= {pool.pid, os.getpid()}
 
 
 def test_a_failing_figure_is_reported_and_the_others_are_kept(pool):

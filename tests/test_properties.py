@@ -3,7 +3,7 @@
 * autograd and finite differences agree within the documented tolerance
   (:func:`runner.curvature.gradcheck.tolerance`) in float64, for every scheme, and the gradient check passes;
 * Hessians are symmetric (finite differences exactly, autograd to rounding);
-* the autograd Hessian equals the finite-difference one within :func:`runner.curvature.gradcheck.hessian_tolerance`;
+* the autograd Hessian equals the finite-difference one within :func:`hessian_tolerance` below;
 * entries marked structural are exactly zero, and the finite-difference Hessian agrees.
 
 The expressions are smooth everywhere (no abs, min, max, division or log of a possibly negative
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objectives.expression import parse_expression
-from runner.curvature.gradcheck import GradChecker, hessian_tolerance, tolerance
+from runner.curvature.gradcheck import SAFETY, GradChecker, tolerance
 from runner.curvature.hessian import autograd_hessian, fd_gradient, fd_hessian, hessian_structure
 from runner.descent.backends import Autograd
 from runner.descent.problem import Problem
@@ -44,6 +44,16 @@ def _extend(children):
 expressions = st.recursive(leaves, _extend, max_leaves=8)
 points = st.lists(st.floats(min_value=-2, max_value=2, allow_nan=False), min_size=3, max_size=3)
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def hessian_tolerance(reference: torch.Tensor, error_bar: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tolᵢⱼ = C·(ε^(1/2)·(1 + |Hᵢⱼ|) + eᵢⱼ)`` for a finite-difference Hessian H with error bar e.
+
+    Second central differences with h = ε^(1/4)·max(1, |x|) are accurate to about ε^(1/2) of the
+    scale (truncation h² against rounding ε/h²); C and the error bar as in the gradient check's
+    :func:`runner.curvature.gradcheck.tolerance`.
+    """
+    return SAFETY * (torch.finfo(dtype).eps ** 0.5 * (1.0 + reference.abs()) + error_bar)
 
 
 def objective(text: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 from omegaconf import OmegaConf
-from sweep_helpers import client_for, loss_history, make_workdir, summary_table, sweep_runs, wait_until_ended
+from sweep_helpers import client_for, final_loss_by_hand, loss_history, make_workdir, summary_table, sweep_runs, wait_until_ended
 
 from runner.sweeps import describe, guard, summary
 
@@ -84,16 +84,18 @@ def check_children(client, parent, children, expected_names, steps=100, metrics=
 
 
 def check_summary(client, parent, children, swept, figures):
-    """The table's rows are the children (params, final loss = last point of the loss history,
-    outcome, steps, status); the best child is the one with the lowest final loss; figures listed."""
+    """The table's rows are the children (params, final loss = last point of the loss history and
+    the final loss computed again by hand, outcome, steps, status); the best child is the one with the
+    lowest final loss by hand; figures listed."""
     rows = {row["run_id"]: row for row in summary_table(client, parent.info.run_id)}
     assert set(rows) == {c.info.run_id for c in children}
     finals = {}
     for c in children:
         row = rows[c.info.run_id]
-        finals[c.info.run_id] = loss_history(client, c.info.run_id)[-1]
+        finals[c.info.run_id] = final_loss_by_hand(c.data.params)
         assert row["run_name"] == c.info.run_name
-        assert float(row["final_loss"]) == finals[c.info.run_id]
+        assert float(row["final_loss"]) == loss_history(client, c.info.run_id)[-1]
+        assert float(row["final_loss"]) == pytest.approx(finals[c.info.run_id], rel=1e-9, abs=1e-300), c.info.run_name
         assert row["outcome"] == c.data.tags["outcome"]
         assert row["final_step"] == int(c.data.tags["final_step"])
         assert row["status"] == "FINISHED"
@@ -103,7 +105,7 @@ def check_summary(client, parent, children, swept, figures):
     tags = parent.data.tags
     assert tags["best_child_run_id"] == best
     assert tags["best_child"] == client.get_run(best).info.run_name
-    assert float(tags["best_final_loss"]) == finals[best]
+    assert float(tags["best_final_loss"]) == pytest.approx(finals[best], rel=1e-9, abs=1e-300)
     listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert listed == {"summary_table.json", *figures}
     for name in figures:

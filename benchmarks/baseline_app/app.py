@@ -8,8 +8,13 @@ the gradient at every step k = 0 … steps (k = 0 is the start point, before any
 ``mlflow.end_run()``. Metric keys follow the runner's contract: ``loss``, ``x/<var>``, ``grad/<var>``
 (f has ``x``; g has ``x1, x2``).
 
+``logging=batch`` is the competent version of the same app (case (b)'s yardstick): the values are
+collected as ``mlflow.entities.Metric`` while it descends and sent in one ``MlflowClient.log_batch``
+per run. ``logging=per_value`` (the default) is the obvious one, a ``log_metric`` call per value.
+
     python benchmarks/baseline_app/app.py objective=g optimizer=sgd lr=0.1
     python benchmarks/baseline_app/app.py -m objective=f,g optimizer=sgd,manual lr=0.01,0.03,0.1,0.3
+    python benchmarks/baseline_app/app.py -m logging=batch objective=f,g optimizer=sgd,manual lr=0.01,0.03,0.1,0.3
 
 It is deliberately not optimised (no batching, no background writer, no lazy imports): it is the
 yardstick. It shares no code with the runner.
@@ -17,9 +22,12 @@ yardstick. It shares no code with the runner.
 
 from __future__ import annotations
 
+import time
+
 import hydra
 import mlflow
 import torch
+from mlflow.entities import Metric
 from omegaconf import DictConfig
 
 
@@ -44,15 +52,23 @@ def run(cfg: DictConfig) -> float:
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_name=f"{cfg.objective}-{cfg.optimizer}-lr{cfg.lr}"):
+    batch: list[Metric] | None = [] if cfg.logging == "batch" else None
+
+    def log(key: str, value: float, step: int) -> None:
+        if batch is None:
+            mlflow.log_metric(key, value, step=step)
+        else:
+            batch.append(Metric(key, value, int(time.time() * 1000), step))
+
+    with mlflow.start_run(run_name=f"{cfg.objective}-{cfg.optimizer}-lr{cfg.lr}") as active:
         mlflow.log_params({"objective": cfg.objective, "optimizer": cfg.optimizer, "lr": cfg.lr, "steps": cfg.steps})
         for step in range(cfg.steps + 1):
             loss = fn(x)
             (grad,) = torch.autograd.grad(loss, x)
-            mlflow.log_metric("loss", loss.item(), step=step)
+            log("loss", loss.item(), step)
             for name, xi, gi in zip(names, x.tolist(), grad.tolist()):
-                mlflow.log_metric(f"x/{name}", xi, step=step)
-                mlflow.log_metric(f"grad/{name}", gi, step=step)
+                log(f"x/{name}", xi, step)
+                log(f"grad/{name}", gi, step)
             if step == cfg.steps:
                 break
             if opt is not None:
@@ -61,6 +77,8 @@ def run(cfg: DictConfig) -> float:
             else:
                 with torch.no_grad():
                     x -= cfg.lr * grad
+        if batch is not None:
+            mlflow.MlflowClient().log_batch(active.info.run_id, metrics=batch)
     print(f"{cfg.objective}-{cfg.optimizer}-lr{cfg.lr}: loss {loss.item():.7g}, x = {x.tolist()}")
     return loss.item()
 

@@ -60,15 +60,6 @@ def _setting(cfg: Any, key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def hessian_tolerance(reference: torch.Tensor, error_bar: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``tolᵢⱼ = C·(ε^(1/2)·(1 + |Hᵢⱼ|) + eᵢⱼ)`` for a finite-difference Hessian H with error bar e.
-
-    Second central differences with h = ε^(1/4)·max(1, |x|) are accurate to about ε^(1/2) of the
-    scale (truncation h² against rounding ε/h²); the rest as in :func:`tolerance`.
-    """
-    return SAFETY * (torch.finfo(dtype).eps ** 0.5 * (1.0 + reference.abs()) + error_bar)
-
-
 class GradChecker:
     """The loop's ``monitor``: call as ``checker(k, x)``; read ``series()``, ``tags()``, ``failed()``.
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from omegaconf import ListConfig
 
 import objectives
 from runner.errors import UserError
@@ -113,12 +112,15 @@ def _custom(cfg) -> tuple[Objective, list[str], Callable | None, list[str]]:
         else:
             raise UserError("objective.target needs objective.init=[...] or objective.vars=[...] to know its size")
         return fn, names, None, [cfg.target]
-    # A list of targets, or one expression (Hydra hands a bare number over as int or float).
-    expr = [str(e) for e in cfg.expr] if isinstance(cfg.expr, (list, tuple, ListConfig)) else str(cfg.expr)
+    # parse_expression takes one expression or a list of them, numbers included (Hydra hands
+    # ``objective.expr=2`` over as an int), and refuses anything else in one line.
     try:
-        parsed = parse_expression(expr, None if cfg.vars is None else list(cfg.vars))
+        parsed = parse_expression(cfg.expr, None if cfg.vars is None else list(cfg.vars))
     except ExpressionError as exc:
         raise UserError(str(exc)) from None
+    if not parsed.variables:  # a constant: nothing to descend on
+        raise UserError(f"objective.expr: {', '.join(parsed.sources)!r} has no variable; write a function of at least one "
+                        "(e.g. 'x**2 + 1'), or name its variables with objective.vars=[x]")
     targets = parsed.targets if len(parsed.sources) > 1 else None
     return parsed, list(parsed.variables), targets, list(parsed.sources)
 
@@ -163,8 +165,8 @@ def build_problem(cfg, *, dtype: torch.dtype, device: torch.device) -> Problem:
         fn, names, default = spec.fn, spec.var_names(d), spec.start(d)
         minima = spec.minima(d) if d <= MINIMA_LIMIT else []
     init = _start(cfg, names, default)
-    if cfg.wrt is None:
-        wrt = list(range(len(names)))
+    if cfg.wrt is None:  # all of them: not a Python list of d ints (~36 bytes each, 3.6 GB at d = 10⁸)
+        wrt = torch.arange(len(names), device=device)
     else:
         unknown = [v for v in cfg.wrt if v not in names]
         if unknown or not cfg.wrt:
@@ -173,13 +175,13 @@ def build_problem(cfg, *, dtype: torch.dtype, device: torch.device) -> Problem:
             raise UserError(f"objective.wrt: {what}; {cfg.name}'s variables are: {shown}")
         if len(set(cfg.wrt)) != len(cfg.wrt):
             raise UserError(f"objective.wrt: a variable is listed twice in {list(cfg.wrt)}")
-        wrt = [names.index(v) for v in cfg.wrt]
+        wrt = torch.tensor([names.index(v) for v in cfg.wrt], dtype=torch.long, device=device)
     return Problem(
         name=cfg.name,
         fn=fn,
         var_names=names,
         x0=torch.as_tensor(init, dtype=dtype).to(device),
-        wrt=torch.tensor(wrt, dtype=torch.long, device=device),
+        wrt=wrt,
         targets=targets,
         target_sources=sources,
         minima=minima,

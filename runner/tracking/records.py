@@ -91,5 +91,10 @@ def table_rows(lo: int, records: Mapping[str, np.ndarray], row: int, at: np.ndar
 
 
 def write_csv_rows(out, rows: np.ndarray) -> None:
-    """CSV lines with full float precision (repr), integers for the step column."""
-    np.savetxt(out, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * (rows.shape[1] - 1))
+    """CSV lines with full float precision (``%.17g``), integers for the step column.
+
+    The bytes ``np.savetxt(out, rows, delimiter=",", fmt=["%d"] + ["%.17g"] * …)`` writes, formatted
+    in one ``%`` operation over the whole window (savetxt formats row by row, from numpy scalars:
+    ~6 µs a row of f against ~2 µs, in the main process, at every step of a run)."""
+    line = ",".join(["%d"] + ["%.17g"] * (rows.shape[1] - 1)) + "\n"
+    out.write((line * len(rows)) % tuple(rows.ravel().tolist()))
