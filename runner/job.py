@@ -25,8 +25,8 @@ from runner.descent.problem import Problem
 from runner.descent.progress import make_progress
 from runner.tracking import records
 from runner.tracking.naming import run_name, swept_extras
-from runner.tracking.recorder import RunRecorder, open_store
-from runner.tracking.store import resolve_uri
+from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
+from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
@@ -61,14 +61,22 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def run_optimize(cfg: DictConfig) -> float:
-    """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers."""
+    """Descend, record the run, print a summary; the final loss (inf when diverged) for sweepers.
+
+    A run that the job cannot finish (an error, a signal, a full disk) is ended FAILED or KILLED
+    with what it recorded (:func:`end_abnormally`) before the exception goes on."""
+    forget_current_run()
     plan = prepare(cfg)
     store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
     check_optimizer(plan)
     recorder = start_record(plan, store) if store is not None else None
     traj, trajectory_file = descend_recorded(plan, recorder)
     if recorder is not None:
-        finish_record(plan, recorder, traj, trajectory_file)
+        try:
+            finish_record(plan, recorder, traj, trajectory_file)
+        except BaseException as exc:
+            end_abnormally(recorder, exc, trajectory_file)
+            raise
     report(plan, traj, recorder)
     final_loss = traj.final_loss(0)
     return final_loss if math.isfinite(final_loss) else math.inf
@@ -130,8 +138,9 @@ def start_record(plan: Plan, store: Any) -> RunRecorder:
 def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, Path | None]:
     """The descent, and the run's trajectory.csv. The metrics and the file are written while it
     descends (:class:`runner.tracking.stream.RunStream`); the Trajectory keeps only the metric
-    samples, so memory does not grow with the steps. A run whose descent raises (an interrupt
-    included) is ended KILLED or FAILED, with what it recorded so far, before the exception goes on."""
+    samples, so memory does not grow with the steps. A run whose descent raises (a signal included)
+    or whose file cannot be written is ended KILLED or FAILED, with what it recorded so far, before
+    the exception goes on."""
     cfg = plan.cfg
     csv_path = output_folder() / "trajectory.csv" if recorder is not None and cfg.tracking.artifacts else None
     stream = RunStream(recorder, plan.x_names, plan.g_names, plan.stride, csv_path) if recorder is not None else None
@@ -151,12 +160,23 @@ def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajecto
             record_every=plan.stride,
             on_window=stream.window if stream is not None else None,
         )
+        trajectory_file = stream.close() if stream is not None else None
     except BaseException as exc:
         if stream is not None:
-            path = stream.close()
-            recorder.fail(exc, {"trajectory.csv": path} if path is not None else None)
+            end_abnormally(recorder, exc, stream.close(stopped=True))
         raise
-    return traj, stream.close() if stream is not None else None
+    return traj, trajectory_file
+
+
+def end_abnormally(recorder: RunRecorder, exc: BaseException, trajectory_file: Path | None) -> None:
+    """End the run KILLED (a signal) or FAILED, with its trajectory.csv so far. If the store cannot
+    take that either, the error is kept on the recorder (``end_error``) and ``exc`` still goes on:
+    the process's end tries once more and says what happened."""
+    files = {"trajectory.csv": trajectory_file} if trajectory_file is not None and trajectory_file.exists() else None
+    try:
+        recorder.fail(exc, files)
+    except StoreError as error:
+        recorder.end_error = str(error)
 
 
 def output_folder() -> Path:
