@@ -1,9 +1,10 @@
 """SIGINT and SIGTERM: the exception a run ends on, in every process that runs jobs.
 
 A terminal's Ctrl-C sends SIGINT; a scheduler (SLURM's ``scancel``), ``timeout``, ``kill`` and a
-container's stop send SIGTERM. Both become :class:`Interrupted` (a ``KeyboardInterrupt``, so
-``except Exception`` passes it by), raised in the main thread wherever it is: the job that catches it
-ends its run KILLED with what it recorded, and the process exits ``128 + signal`` (130, 143).
+container's stop send SIGTERM; a closed terminal SIGHUP. Each becomes :class:`Interrupted` (a
+``KeyboardInterrupt``, so ``except Exception`` passes it by), raised in the main thread wherever it
+is: the job that catches it ends its run KILLED with what it recorded, and the process exits
+``128 + signal`` (130, 143, 129). A SIGHUP that is ignored (``nohup``) stays ignored.
 
 - Only the first signal raises. Later ones, while the process is ending its run, are noted and
   ignored: a second Ctrl-C must not cut the record short (ending takes a few seconds at most).
@@ -28,7 +29,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed (unless nohup)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -65,7 +66,8 @@ def install(main: bool = False) -> None:
     if _State.installed_by is not None or threading.current_thread() is not threading.main_thread():
         return
     for signum in SIGNALS:
-        signal.signal(signum, _handler)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _handler)
     _State.installed_by = "main" if main else "worker"
 
 
@@ -132,6 +134,25 @@ def _handler(signum: int, frame) -> None:
         _State.pending = True
         return
     raise Interrupted(signum)
+
+
+@contextmanager
+def blocked_for_children():
+    """Start child processes in this block with SIGINT, SIGTERM and SIGHUP blocked: a helper that
+    ignores them (the writer) cannot be killed by one that arrives while it starts (a Ctrl-C reaches
+    the whole process group). A signal to this process in the block is delivered at its end."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def ignore_in_helper() -> None:
+    """In a helper process started by :func:`blocked_for_children`: ignore the signals, unblock them."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def pid_alive(pid: int) -> bool:

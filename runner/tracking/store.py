@@ -335,16 +335,6 @@ class MlflowStore:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
 
-    def amend_end(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> bool:
-        """Change the end of a run still waiting for its figures (an interrupt while they are drawn:
-        it ends KILLED, with the tags of both ends); False if there is no such end."""
-        run_id = self.run_id(run_id)
-        if run_id not in self._deferred_end:
-            return False
-        _, before = self._deferred_end[run_id]
-        self._deferred_end[run_id] = (status, {**(before or {}), **(tags or {})})
-        return True
-
     def note_failure(self, method: str, args: tuple, line: str) -> None:
         """Remember that writing a run's record failed (see ``failures``)."""
         run = args[0][0] if method == "plots_done" and args else (args[0] if method in RUN_METHODS and args else None)

@@ -26,6 +26,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+from runner import interrupts
 from runner.processes import child_env
 
 # Calls whose answer the caller waits for; every other call is sent and forgotten.
@@ -62,13 +63,14 @@ class StoreProcess:
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.tracking.writer_process", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w),
-            stdin=subprocess.DEVNULL,
-            cwd=os.getcwd(),
-            env=child_env(),
-        )
+        with interrupts.blocked_for_children():  # it ignores them once it runs (writer_process)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runner.tracking.writer_process", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+                cwd=os.getcwd(),
+                env=child_env(),
+            )
         os.close(to_child_r)
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)

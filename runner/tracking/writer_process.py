@@ -22,17 +22,16 @@ from runner.tracking.writer import BARRIER, CLOSE, IMMEDIATE
 
 def serve(read_fd: int, write_fd: int) -> None:
     """The writer's life: pre-import, then execute calls until the pipe closes, then exit."""
-    import signal
-
+    from runner import interrupts
     from runner.tracking import plot_pool
     from runner.tracking import store as store_module
 
-    # Ctrl-C in a terminal reaches every process of the group, and so does `timeout`'s or SLURM's
-    # SIGTERM. The main process handles them (its run ends KILLED) and then closes the pipe; the
-    # writer must outlive that to finish what it was sent, so it ignores both (its figure helper
-    # inherits this). It exits when the pipe closes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C in a terminal reaches every process of the group, and so do `timeout`'s or SLURM's
+    # SIGTERM and a hang-up. The main process handles them (its run ends KILLED) and then closes
+    # the pipe; the writer must outlive that to finish what it was sent, so it ignores them (they
+    # were blocked since it was started; its figure helper inherits this). It exits when the pipe
+    # closes.
+    interrupts.ignore_in_helper()
     gc.set_threshold(*GC_THRESHOLD)  # MLflow's imports and SQLAlchemy's objects
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
@@ -118,12 +117,9 @@ class WriterLoop:
             else:
                 self.backlog.append((method, args, kwargs))
             return
-        if method == "end_run" and self.store.amend_end(*args, **kwargs):
-            answer = ("ok", None)  # its end waited for figures: it now ends this way, once they are in
-        else:
-            if method in BARRIER:
-                self.drain()
-            answer = self.execute(method, args, kwargs)
+        if method in BARRIER:
+            self.drain()
+        answer = self.execute(method, args, kwargs)
         if self.first_error and method != "end_open_runs":  # the first failure is the one to report
             answer = self.first_error.pop()
         self.outbox.send(answer)
