@@ -79,11 +79,11 @@ def run() -> int:
 
                 return run_job(cfg)
         except (UserError, StoreError) as exc:
-            raise SystemExit(report(exc)) from None
+            raise SystemExit(report(exc, note=isinstance(exc, StoreError))) from None
         except OSError as exc:  # a full disk under the run's trajectory.csv: one line, exit 1
             if fault_line(exc) is None:
                 raise
-            raise SystemExit(report(fault_line(exc), 1)) from None
+            raise SystemExit(report(fault_line(exc), 1, note=True)) from None
         except interrupts.Interrupted as exc:
             if interrupts.in_worker():  # its run is ended: this worker ends with it
                 os._exit(close(exc.exit_status))
@@ -96,16 +96,37 @@ def run() -> int:
     return 0
 
 
-def report(error: BaseException | str, status: int | None = None) -> int:
+def report(error: BaseException | str, status: int | None = None, note: bool = False) -> int:
     """Print ``error: <message>`` as one line; the exit status (2 for bad input, 1 for a fault of
-    the disk under the store: the error's ``exit_status``)."""
+    the disk under the store: the error's ``exit_status``). ``note``: add how the run this process
+    was recording ended and where its steps are."""
     from runner.errors import EXIT_USAGE
 
     message = " ".join(str(error).split("\n")).strip()
     _REPORTED.append(message)
+    if note:
+        message += run_note(message)
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     return status if status is not None else getattr(error, "exit_status", EXIT_USAGE)
+
+
+def run_note(said: str = "") -> str:
+    """``; run <name> recorded as FAILED at step k; its steps are in <trajectory.csv>``, or '' (a
+    write of the record that failed is named unless ``said`` is that error already)."""
+    from runner.tracking.recorder import current_run
+
+    run = current_run()
+    if run is None:
+        return ""
+    if run.status in ("FINISHED", "KILLED", "FAILED"):
+        note = f"; run {run.name} recorded as {run.status} at step {run.last_step}"
+        if run.record_error and run.record_error not in said:
+            note += f" (the store missed part of it: {run.record_error.removeprefix('tracking: ')})"
+    else:
+        note = f"; run {run.name} could not be ended ({run.end_error or 'the store failed'}): it reads RUNNING"
+    path = run.kept.get("trajectory.csv")
+    return note + (f"; its steps are in {path}" if path else "")
 
 
 def fault_line(exc: BaseException) -> str | None:
@@ -147,7 +168,8 @@ def end_open_runs(store, signum: int | None, status: int) -> list[dict]:
     try:
         return store.end_open_runs(final, tags)
     except StoreError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        if not _REPORTED:  # else the store's failure was reported already, in that line
+            sys.stderr.write(f"error: {exc}\n")
         return []
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from runner.tracking import writer as writer_module
 from runner.tracking.naming import PARENT_ENV
 from runner.tracking.records import flatten
-from runner.tracking.store import resolve_uri
+from runner.tracking.store import StoreError, resolve_uri
 
 
 def open_store(tracking_cfg: Any) -> Any:
@@ -38,6 +38,8 @@ class RunRecorder:
         self.status = "RUNNING"
         self.last_step = -1
         self.end_error: str | None = None  # why the store could not take the run's end
+        self.kept: dict[str, str] = {}  # files the run writes as it goes (its trajectory.csv)
+        self.record_error: str | None = None  # a write of its record that failed (the rest is missing)
         self.started_ms = int(time.time() * 1000)
         global _CURRENT
         _CURRENT = self
@@ -67,6 +69,7 @@ class RunRecorder:
 
     def keep_file(self, name: str, path: Any) -> None:
         """A file the run writes as it goes: the writer logs it if the run is ended there."""
+        self.kept[name] = str(path)
         self.store.keep_file(self.run_id, name, str(path))
 
     def log_run_artifacts(self, bundle: Mapping[str, Any]) -> None:
@@ -88,13 +91,14 @@ class RunRecorder:
         if isinstance(exc, KeyboardInterrupt):
             status, tags = "KILLED", {"outcome": "interrupted", "signal": str(exc) or "SIGINT"}
         else:
-            status, tags = "FAILED", {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+            text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+            status, tags = "FAILED", {"outcome": "failed", "error": text[:500]}
         if self.last_step >= 0:
             tags["final_step"] = str(self.last_step)
         if files and self.status == "RUNNING":
             self.store.log_files(self.run_id, files)
         self.status = "ENDING"
-        self.store.end_run(self.run_id, status, tags)
+        self.record_error = self.store.end_run(self.run_id, status, tags)
         self.status = status
 
 

@@ -153,6 +153,43 @@ def preimport() -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
+RESERVE_BYTES = 256 * 1024
+
+
+def reserve_path(uri: str) -> Path | None:
+    db = sqlite_path(uri)
+    return None if db is None else db.parent / f"{db.name}.reserve"
+
+
+def make_reserve(uri: str) -> None:
+    """Keep ``<database>.reserve``, 256 KB of zeros beside a SQLite store, if there is room.
+
+    When the disk fills up mid-run, SQLite cannot write the run's end (its journal needs a few
+    pages), and the run would stay RUNNING. The store then deletes this file
+    (:func:`release_reserve`) and writes the end with the space it frees: the run ends FAILED,
+    saying why. The next run that opens the store makes a new reserve if there is room."""
+    path = reserve_path(uri)
+    if path is None or path.exists():
+        return
+    try:
+        with open(path, "xb") as reserve:
+            reserve.write(bytes(RESERVE_BYTES))  # written, not sparse: the blocks are taken
+    except FileExistsError:
+        pass
+    except OSError:  # no room even for that: nothing to keep
+        path.unlink(missing_ok=True)
+
+
+def release_reserve(uri: str) -> bool:
+    """Delete the store's reserve; whether there was one to free."""
+    path = reserve_path(uri)
+    try:
+        path.unlink()
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 @dataclass
 class OpenRun:
     """A run this store started and nobody has ended yet (see :meth:`MlflowStore.end_open_runs`)."""
@@ -230,6 +267,7 @@ class MlflowStore:
         try:
             with creation_lock(uri):
                 self._open_experiment(MlflowClient(tracking_uri=uri), uri, experiment)
+                make_reserve(uri)
         except MlflowException as exc:
             line = faults.describe(exc, sqlite_path(uri)) or str(exc).splitlines()[0]
             raise StoreError(f"tracking.uri: cannot use the MLflow store at {uri} ({line})") from None
@@ -319,18 +357,32 @@ class MlflowStore:
         if run_id in self.open_runs:
             self.open_runs[run_id].files[name] = str(path)
 
-    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> None:
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> str | None:
         """Set the final tags and the run's status (``_wait`` matters only through the writer).
 
         A run whose record could not be written completely (``failures``) ends FAILED, not
-        FINISHED, tagged with the first error."""
+        FINISHED, tagged with the first error (``error``, or ``record_error`` beside the error it
+        ends on: what came after it is missing from the store), which is returned. On a full disk the store's reserve is given up to
+        write the end (see :func:`make_reserve`)."""
         run_id = self.run_id(run_id)
-        self.open_runs.pop(run_id, None)
         if status == "FINISHED" and run_id in self.failures:
             status, tags = "FAILED", {**(tags or {}), "outcome": "failed", "error": self.failures[run_id][:500]}
+        elif run_id in self.failures:  # it failed for another reason too: say what is missing
+            tags = {**(tags or {}), "record_error": self.failures[run_id][:500]}
         if run_id in self._plots_pending:  # ended by plots_done, once its figures are logged
+            self.open_runs.pop(run_id, None)
             self._deferred_end[run_id] = (status, tags)
-            return
+            return None
+        try:
+            self._set_end(run_id, status, tags)
+        except Exception as exc:
+            if not (faults.disk_full(exc) and release_reserve(self.uri)):
+                raise
+            self._set_end(run_id, status, tags)
+        self.open_runs.pop(run_id, None)
+        return self.failures.get(run_id)
+
+    def _set_end(self, run_id: str, status: str, tags: Mapping[str, str] | None) -> None:
         if tags:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
@@ -417,7 +469,7 @@ class MlflowStore:
         removed = _remove_partial_copies(staged, dest) if dest is not None else []
         what = faults.describe(exc, dest) or error_line("log_artifacts", exc, self.uri)
         note = f"; removed the partial {', '.join(removed)}" if removed else ""
-        return f"tracking: cannot write the artifacts of run {run_id} ({what}){note}"
+        return f"tracking: cannot write the artifacts of run {run_id}: {what}{note}"
 
     def _local_artifact_dir(self, run_id: str) -> Path | None:
         try:

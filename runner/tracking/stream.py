@@ -58,29 +58,32 @@ class RunStream:
                 self.pending.append(records.window_series(lo, window, self.row, self.x_names, self.g_names, sampled))
                 self.last_sampled = lo + int(sampled[-1])
             self.pending_steps += len(own)  # steps since the last flush: samples go out ≤ flush_every steps late
-            if self._csv is not None and len(own):
-                try:
-                    records.write_csv_rows(self._csv, records.table_rows(lo, window, self.row, own))
-                except OSError as exc:
-                    self.file_error = exc
-                    raise
             if len(own):
                 self.last_step = lo + int(own[-1])
                 self._last = (lo, window, int(own[-1]))
                 if self.recorder is not None:
                     self.recorder.last_step = self.last_step
+            if self._csv is not None and len(own):
+                self._write(records.table_rows(lo, window, self.row, own))
             if self.pending_steps >= self.flush_every or final >= 0:
                 self.flush()
+
+    def _write(self, rows: np.ndarray | None) -> None:
+        """Rows to the file (None: flush it); a failure names the file and is kept in ``file_error``."""
+        try:
+            if rows is None:
+                self._csv.flush()
+            else:
+                records.write_csv_rows(self._csv, rows)
+        except OSError as exc:
+            self.file_error = OSError(exc.errno, exc.strerror, str(self.csv_path))
+            raise self.file_error from exc
 
     def flush(self) -> None:
         """Send the pending metric samples to the writer, and the trajectory file to disk."""
         self._send_metrics()
         if self._csv is not None:
-            try:
-                self._csv.flush()
-            except OSError as exc:
-                self.file_error = exc
-                raise
+            self._write(None)
 
     def _send_metrics(self) -> None:
         if self.pending:
@@ -112,7 +115,7 @@ class RunStream:
         try:
             csv.close()
         except OSError as exc:
-            self.file_error = self.file_error or exc
+            self.file_error = self.file_error or OSError(exc.errno, exc.strerror, str(self.csv_path))
         if self.file_error is not None:
             try:
                 truncate_to_last_line(self.csv_path)

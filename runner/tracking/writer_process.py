@@ -53,6 +53,16 @@ def serve(read_fd: int, write_fd: int) -> None:
     os._exit(0)  # skip finalising MLflow's modules: everything has been written
 
 
+def reports_earlier_errors(method: str, args: tuple) -> bool:
+    """Whether the answer to this call carries the first error of the calls nobody waited for.
+
+    Not the end of a run that fails anyway (FAILED, KILLED: its answer says whether that end was
+    written; the earlier failure is on the run as ``record_error``), nor :meth:`end_open_runs`."""
+    if method == "end_open_runs":
+        return False
+    return not (method == "end_run" and len(args) > 1 and args[1] != "FINISHED")
+
+
 class WriterLoop:
     """Executes the calls that arrive on ``inbox`` on ``store``, answering on ``outbox``.
 
@@ -120,7 +130,7 @@ class WriterLoop:
         if method in BARRIER:
             self.drain()
         answer = self.execute(method, args, kwargs)
-        if self.first_error and method != "end_open_runs":  # the first failure is the one to report
+        if self.first_error and reports_earlier_errors(method, args):  # the first failure is the one to report
             answer = self.first_error.pop()
         self.outbox.send(answer)
 
