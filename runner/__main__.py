@@ -59,9 +59,14 @@ def run() -> int:
 
     import hydra
 
+    from runner import overrides_check
     from runner.config import register_configs
 
     register_configs()
+    try:
+        overrides_check.check(cli.overrides_of(sys.argv[1:]), cli.CONF)
+    except UserError as exc:
+        return report(exc)
 
     # An absolute folder: a relative config_path would be read as a Python package when main() is
     # imported (the `runner` console script) rather than run as `python -m runner`.
@@ -100,9 +105,9 @@ def report(error: BaseException | str, status: int | None = None, note: bool = F
     """Print ``error: <message>`` as one line; the exit status (2 for bad input, 1 for a fault of
     the disk under the store: the error's ``exit_status``). ``note``: add how the run this process
     was recording ended and where its steps are."""
-    from runner.errors import EXIT_USAGE
+    from runner.errors import EXIT_USAGE, printable
 
-    message = " ".join(str(error).split("\n")).strip()
+    message = printable(str(error))
     _REPORTED.append(message)
     if note:
         message += run_note(message)
@@ -146,7 +151,9 @@ def close(status: int) -> int:
         status = 128 + signum
     ended = end_open_runs(writer.current(), signum, status)
     if signum is not None:
-        sys.stderr.write(interrupt_line(signum, ended) + "\n")
+        from runner.errors import printable
+
+        sys.stderr.write(printable(interrupt_line(signum, ended)) + "\n")
     writer.close_writer()
     if "runner.sweeps.callback" in sys.modules:
         sys.modules["runner.sweeps.workers"].kill_leftovers()

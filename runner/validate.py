@@ -39,3 +39,21 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backend.device: {cfg.backend.device!r} is not allowed; choose auto, cpu or cuda")
     if cfg.backend.scheme not in ("central", "forward"):
         raise UserError(f"backend.scheme: {cfg.backend.scheme!r} is not allowed; choose central or forward")
+    if cfg.tracking.enabled:
+        validate_tracking_text(cfg.tracking)
+
+
+def validate_tracking_text(tracking) -> None:
+    """The store's URI, the experiment and the run's name are text MLflow stores: UTF-8 (not bytes
+    that were not UTF-8, which Python reads as lone surrogates), no control characters, and an
+    experiment's name not empty (MLflow refuses it)."""
+    if tracking.experiment is None or not str(tracking.experiment).strip():
+        raise UserError(f"tracking.experiment: {tracking.experiment!r} is not allowed; name the experiment (the default is runner)")
+    for key in ("uri", "experiment", "run_name"):
+        value = tracking.get(key)
+        if value is None:
+            continue
+        bad = next((ch for ch in str(value) if "\udc80" <= ch <= "\udcff" or not (ch.isprintable() or ch == " ")), None)
+        if bad is not None:
+            what = f"the byte 0x{ord(bad) - 0xDC00:02x} is not UTF-8 text" if "\udc80" <= bad <= "\udcff" else f"the character {ascii(bad)} is not printable"
+            raise UserError(f"tracking.{key}: {ascii(str(value))} is not allowed: {what}; use printable UTF-8 text")

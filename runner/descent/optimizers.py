@@ -7,6 +7,7 @@ time), ``name`` (for run names and tags) and the class's hyperparameters, ``lr: 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import Any, Iterable
 
@@ -79,10 +80,14 @@ def make_optimizer(cfg, params: list[torch.Tensor]) -> Any:
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     kwargs.pop("name", None)
     target = kwargs.get("_target_")
+    quiet = logging.getLogger("hydra.utils")  # get_class logs the failure over four lines first
+    quiet.disabled, was = True, quiet.disabled
     try:
         cls = get_class(target)
     except Exception:
         raise UserError(f"optimizer._target_: cannot import {target!r}; use a torch.optim class such as torch.optim.NAdam") from None
+    finally:
+        quiet.disabled = was
     allowed = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params")]
     unknown = [k for k in kwargs if not k.startswith("_") and k not in allowed]
     if unknown:
