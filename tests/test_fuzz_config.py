@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from runner import cli, composition
+from runner import cli, overrides_check
 from runner.errors import UserError, printable
 from runner.tracking.store import StoreError
 from tests.conftest import run_cli
@@ -127,7 +127,7 @@ def check(tokens: list[str]) -> str:
     """The contract for one command line; where it ended (``accepted``, ``refused by ...``)."""
     try:
         cli.preflight(tokens)
-        composition.check(cli.overrides_of(tokens), cli.CONF)
+        overrides_check.check(cli.overrides_of(tokens), cli.CONF)
     except UserError as exc:
         one_line(str(exc))
         return "refused before composing"
@@ -177,7 +177,8 @@ def test_config_values_are_refused_in_one_line_or_make_a_valid_config(counts, to
     (["steps=99999999999999999999"], "error: steps: "),
 ])
 def test_hostile_values_through_the_real_cli(workdir, args, expected):
-    result = run_cli(*args, "steps=2", cwd=workdir, env={"PYTHONIOENCODING": "utf-8"})
+    steps = [] if any(a.startswith("steps=") for a in args) else ["steps=2"]
+    result = run_cli(*args, *steps, cwd=workdir, env={"PYTHONIOENCODING": "utf-8"})
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
