@@ -30,8 +30,8 @@ from runner.tracking import records
 from runner.tracking.fingerprint import fingerprint
 from runner.tracking.naming import PARENT_ENV, run_name, swept_extras
 from runner.tracking.provenance import provenance_tags
-from runner.tracking.recorder import RunRecorder, open_store
-from runner.tracking.store import resolve_uri
+from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
+from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
@@ -124,14 +124,22 @@ class Optimized:
 
 def optimize(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> Optimized:
     """Descend and record the run, printing nothing (the Python API and ``runner.rerun`` call this);
-    ``extra_tags`` go onto the run when it is created."""
+    ``extra_tags`` go onto the run when it is created.
+
+    A run that the job cannot finish (an error, a signal, a full disk) is ended FAILED or KILLED
+    with what it recorded (:func:`end_abnormally`) before the exception goes on."""
+    forget_current_run()
     plan = prepare(cfg)
     store = open_store(cfg.tracking) if cfg.tracking.enabled else None  # opens meanwhile
     check_optimizer(plan)
     recorder = start_record(plan, store, extra_tags) if store is not None else None
     traj, trajectory_file = descend_recorded(plan, recorder)
     if recorder is not None:
-        finish_record(plan, recorder, traj, trajectory_file)
+        try:
+            finish_record(plan, recorder, traj, trajectory_file)
+        except BaseException as exc:
+            end_abnormally(recorder, exc, trajectory_file)
+            raise
     return Optimized(plan, traj, recorder)
 
 
@@ -200,8 +208,9 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
 def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, Path | None]:
     """The descent, and the run's trajectory.csv. The metrics and the file are written while it
     descends (:class:`runner.tracking.stream.RunStream`); the Trajectory keeps only the metric
-    samples, so memory does not grow with the steps. A run whose descent raises (an interrupt
-    included) is ended KILLED or FAILED, with what it recorded so far, before the exception goes on."""
+    samples, so memory does not grow with the steps. A run whose descent raises (a signal included)
+    or whose file cannot be written is ended KILLED or FAILED, with what it recorded so far, before
+    the exception goes on."""
     cfg = plan.cfg
     csv_path = output_folder() / "trajectory.csv" if recorder is not None and cfg.tracking.artifacts else None
     stream = RunStream(recorder, plan.x_names, plan.g_names, plan.stride, csv_path) if recorder is not None else None
@@ -222,12 +231,23 @@ def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajecto
             schedule=schedule_factory(cfg.schedule),
             on_window=stream.window if stream is not None else None,
         )
+        trajectory_file = stream.close() if stream is not None else None
     except BaseException as exc:
         if stream is not None:
-            path = stream.close()
-            recorder.fail(exc, {"trajectory.csv": path} if path is not None else None)
+            end_abnormally(recorder, exc, stream.close(stopped=True))
         raise
-    return traj, stream.close() if stream is not None else None
+    return traj, trajectory_file
+
+
+def end_abnormally(recorder: RunRecorder, exc: BaseException, trajectory_file: Path | None) -> None:
+    """End the run KILLED (a signal) or FAILED, with its trajectory.csv so far. If the store cannot
+    take that either, the error is kept on the recorder (``end_error``) and ``exc`` still goes on:
+    the process's end tries once more and says what happened."""
+    files = {"trajectory.csv": trajectory_file} if trajectory_file is not None and trajectory_file.exists() else None
+    try:
+        recorder.fail(exc, files)
+    except StoreError as error:
+        recorder.end_error = str(error)
 
 
 def output_folder() -> Path:

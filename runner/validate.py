@@ -22,8 +22,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"task: {cfg.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise UserError(f"lr: {cfg.lr} is not allowed; the learning rate must be a finite number > 0")
-    if cfg.steps < 0:
-        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) or more")
+    if cfg.steps < 0 or cfg.steps >= 2**63:
+        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) up to 2**63-1 (steps are counted in int64)")
     if cfg.tol is not None and not (math.isfinite(cfg.tol) and cfg.tol >= 0):
         raise UserError(f"tol: {cfg.tol} is not allowed; use null or a finite number ≥ 0")
     if cfg.check_grad_every < 1:
@@ -40,6 +40,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.backend.scheme not in ("central", "forward"):
         raise UserError(f"backend.scheme: {cfg.backend.scheme!r} is not allowed; choose central or forward")
     check_schedule(cfg.schedule, cfg.steps)
+    if cfg.tracking.enabled:
+        validate_tracking_text(cfg.tracking)
 
 
 def check_schedule(schedule: DictConfig, steps: int) -> None:
@@ -71,3 +73,19 @@ def check_schedule(schedule: DictConfig, steps: int) -> None:
                 f"schedule.warmup_steps: {warmup} is not allowed; the warm-up must be shorter than the run "
                 f"({total} steps): use fewer warm-up steps or more steps"
             )
+
+
+def validate_tracking_text(tracking) -> None:
+    """The store's URI, the experiment and the run's name are text MLflow stores: UTF-8 (not bytes
+    that were not UTF-8, which Python reads as lone surrogates), no control characters, and an
+    experiment's name not empty (MLflow refuses it)."""
+    if tracking.experiment is None or not str(tracking.experiment).strip():
+        raise UserError(f"tracking.experiment: {tracking.experiment!r} is not allowed; name the experiment (the default is runner)")
+    for key in ("uri", "experiment", "run_name"):
+        value = tracking.get(key)
+        if value is None:
+            continue
+        bad = next((ch for ch in str(value) if "\udc80" <= ch <= "\udcff" or not (ch.isprintable() or ch == " ")), None)
+        if bad is not None:
+            what = f"the byte 0x{ord(bad) - 0xDC00:02x} is not UTF-8 text" if "\udc80" <= bad <= "\udcff" else f"the character {ascii(bad)} is not printable"
+            raise UserError(f"tracking.{key}: {ascii(str(value))} is not allowed: {what}; use printable UTF-8 text")

@@ -156,7 +156,8 @@ print(status("VmHWM:") - before)
 def test_the_memory_estimate_covers_the_measured_peak_of_a_real_descent():
     """Rosenbrock, d = 10⁷ in float32 (40 MB per copy of x), built and descended 3 steps by eager
     autograd in a fresh process: the peak of its resident memory above what it held before (the
-    kernel's high-water mark) is within the estimate, and the estimate within 1.5× of it."""
+    kernel's high-water mark) is within the estimate, and the estimate within 3× of it (the estimate takes 32 copies of x, what
+    smaller dimensions measured through the whole CLI; this descent alone peaks near 13)."""
     import os
     import subprocess
     import sys
@@ -172,16 +173,17 @@ def test_the_memory_estimate_covers_the_measured_peak_of_a_real_descent():
     assert done.returncode == 0, done.stderr
     peak = int(done.stdout.split()[-1])
     estimate = estimate_bytes(d, d, 1, torch.float32, "autograd", False, False, 3, 2)
-    assert peak <= estimate <= 1.5 * peak, (peak, estimate)
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
 
 
 def test_memory_estimate_and_refusal():
-    # A compiled step needs fewer copies of x than eager autograd.
-    assert estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", True, False, 0, 0) < estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", False, False, 0, 0)
+    # 10⁸ float32 numbers, eager autograd: ~32 copies of 400 MB.
+    assert estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", False, False, 0, 0) == 32 * 4 * 10**8 + 8
+    assert estimate_bytes(10**8, 10**8, 1, torch.float32, "autograd", True, False, 0, 0) < 4 * 10**9
     with pytest.raises(UserError) as err:
         check_fits(3 * 10**10, 3 * 10**10, 1, torch.float32, CPU, "autograd", False, False, 10, 128)
     message = str(err.value)
-    assert message.startswith("objective.dim=30000000000: this run needs about 1920.0 GB on cpu (eager autograd, 32-bit)")
+    assert message.startswith("objective.dim=30000000000: this run needs about 3840.0 GB on cpu (eager autograd, 32-bit)")
     assert "backend.compile=true" in message and "backend.dtype=float32" not in message
     check_fits(1000, 1000, 1, torch.float64, CPU, "autograd", False, False, 100, 128)  # fits: no error
 

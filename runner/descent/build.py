@@ -25,7 +25,7 @@ def build(cfg: Any) -> tuple[Problem, Any, torch.device]:
     moving = len(cfg.objective.wrt) if cfg.objective.wrt else size
     check_fits(
         size, moving, 1, dtype, device, cfg.backend.name, bool(cfg.backend.compile),
-        bool(cfg.backend.richardson), cfg.steps, 2 * min(size, cfg.tracking.max_coords),
+        bool(cfg.backend.richardson), cfg.steps, 2 * min(size, cfg.tracking.max_coords), cfg.tracking.log_every,
     )
     problem = build_problem(cfg.objective, dtype=dtype, device=device)
     return problem, make_backend(cfg.backend), device

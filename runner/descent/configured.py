@@ -9,6 +9,7 @@ cannot be imported, an argument the target does not take (with the ones it does)
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 from runner.errors import UserError
@@ -24,10 +25,14 @@ def build(cfg: Any, group: str, example: str, first: Any, skipped: tuple[str, ..
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     kwargs.pop("name", None)
     target = kwargs.get("_target_")
+    quiet = logging.getLogger("hydra.utils")  # get_object logs the failure over four lines first
+    quiet.disabled, was = True, quiet.disabled
     try:
         built = get_object(target)
     except Exception:
         raise UserError(f"{group}._target_: cannot import {target!r}; use {example}") from None
+    finally:
+        quiet.disabled = was
     signature = inspect.signature(built.__init__ if isinstance(built, type) else built)
     allowed = [n for i, n in enumerate(signature.parameters) if n != "self" and n not in skipped and not (i == 0 and not isinstance(built, type))]
     unknown = [k for k in kwargs if not k.startswith("_") and k not in allowed]

@@ -210,6 +210,7 @@ class _Window:
 
     def __init__(self) -> None:
         self.lo = 0
+        self.handed = False
         self.losses: list[torch.Tensor] = []  # per step, (B,)
         self.norms: list[torch.Tensor | None] = []  # per step ‖∇L‖ (B,), or None: taken in bulk
         self.xs: list[torch.Tensor] = []  # per step, (B, m)
@@ -238,6 +239,15 @@ class _Window:
     def restart(self, lo: int) -> None:
         self.lo = lo
         self.losses, self.norms, self.xs, self.gs, self.lrs = [], [], [], [], []
+        self.handed = False  # whether on_window has had these steps
+
+    def trim(self) -> None:
+        """Keep the steps whose records all arrived (an interrupt may cut an ``add``)."""
+        n = min(len(self.losses), len(self.norms), len(self.xs), len(self.gs))
+        if self.lrs:
+            n = min(n, len(self.lrs))
+        self.losses, self.norms, self.xs, self.gs = self.losses[:n], self.norms[:n], self.xs[:n], self.gs[:n]
+        self.lrs = self.lrs[:n]
 
 
 class _Stops:
@@ -374,33 +384,52 @@ def descend(
     lr_at = schedule(stepper.optimizer) if schedule is not None else None
     sync_every = sync_every or SYNC_EVERY
     k = 0
-    for k in range(steps + 1):
-        x_k, value, norm, x_rec, g_rec = stepper.evaluate()
-        if monitor is not None and monitor_every and k % monitor_every == 0:
-            monitor(k, x_k)
-        window.add(value, norm, x_rec, g_rec)
-        if lr_at is not None:
-            window.lrs.append(lr_at(k))
-        last = k == steps
-        if last or len(window) >= sync_every:
-            records = window.stacked()
-            running = stops.test(window.lo, records, x_k, tol)
-            if last:
-                stops.end(k, stepper.current())
-            finals = None if running and not last else stops.step.cpu().numpy()
-            kept.add(window.lo, records, finals)
-            if on_window is not None:
-                on_window(window.lo, {key: v.cpu().numpy() for key, v in records.items()},
-                          finals if finals is not None else np.full(base.shape[0], -1))
-            if progress is not None:
-                progress(k, float(value[0]))
-            window.restart(k + 1)
-            if stops.all_stopped() or last:
-                break
-        stepper.advance(stops.frozen)
+    try:
+        for k in range(steps + 1):
+            x_k, value, norm, x_rec, g_rec = stepper.evaluate()
+            if monitor is not None and monitor_every and k % monitor_every == 0:
+                monitor(k, x_k)
+            window.add(value, norm, x_rec, g_rec)
+            if lr_at is not None:
+                window.lrs.append(lr_at(k))
+            last = k == steps
+            if last or len(window) >= sync_every:
+                records = window.stacked()
+                running = stops.test(window.lo, records, x_k, tol)
+                if last:
+                    stops.end(k, stepper.current())
+                finals = None if running and not last else stops.step.cpu().numpy()
+                kept.add(window.lo, records, finals)
+                if on_window is not None:
+                    _hand(window, records, finals, base.shape[0], on_window)
+                if progress is not None:
+                    progress(k, float(value[0]))
+                window.restart(k + 1)
+                if stops.all_stopped() or last:
+                    break
+            stepper.advance(stops.frozen)
+    except KeyboardInterrupt:  # a signal (runner.interrupts): the steps of this window go out too
+        if on_window is not None and not window.handed:
+            _hand_partial(window, stops, tol, base.shape[0], on_window)
+        raise
     if not last:  # every row stopped before the last step
         stops.end(k, stepper.current())
     return kept.trajectory(stops, x_coords, g_coords, len(x_coords) == problem.dim, time.perf_counter() - start)
+
+
+def _hand(window: "_Window", records: dict, finals: np.ndarray | None, rows: int, on_window: WindowSink) -> None:
+    arrays = {key: v.cpu().numpy() for key, v in records.items()}
+    window.handed = True
+    on_window(window.lo, arrays, finals if finals is not None else np.full(rows, -1))
+
+
+def _hand_partial(window: "_Window", stops: "_Stops", tol: float | None, rows: int, on_window: WindowSink) -> None:
+    """The steps of a window cut short by an interrupt, with the stopping test made on them."""
+    window.trim()
+    if len(window):
+        records = window.stacked()
+        running = stops.test(window.lo, records, stops.x_final, tol)
+        _hand(window, records, None if running else stops.step.cpu().numpy(), rows, on_window)
 
 
 def _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords):

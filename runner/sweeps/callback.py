@@ -19,6 +19,8 @@ Configured in ``conf/config.yaml`` (``hydra.callbacks.sweep``). It runs in the l
 Hydra does not call ``on_multirun_end`` when a job fails or the sweep is interrupted, so a small guard
 process (:mod:`runner.sweeps.guard`) holds a pipe from this process and ends the parent, FAILED or
 KILLED with the summary of what was recorded, if the pipe closes before the sweep said it is done.
+When the jobs run in other processes (joblib, submitit), a SIGINT or SIGTERM of this process is first
+passed on to them (:mod:`runner.sweeps.workers`), so that the running jobs end their runs KILLED.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import interrupts
+from runner.sweeps import workers
 from runner.sweeps.describe import command_line, expected_jobs, parse_overrides, sweep_name, sweep_params, swept_keys
 from runner.sweeps.guard import Guard
 from runner.tracking.naming import PARENT_ENV, SWEPT_ENV
@@ -73,10 +77,11 @@ class SweepCallback(Callback):
         self._run_id: str | None = None  # MLflow's id of the parent run, or the writer's handle for it
         self._experiment = ""
         self._guard: Guard | None = None
+        self._unhook = None  # removes the hook that passes a signal on to the jobs' processes
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks to their workers; the run and the guard stay here.
-        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_experiment": "", "_guard": None}
+        return {"enabled": self.enabled, "wal": self.wal, "_uri": None, "_run_id": None, "_experiment": "", "_guard": None, "_unhook": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or not config.tracking.enabled:
@@ -114,7 +119,8 @@ class SweepCallback(Callback):
             if self.wal:
                 store.run_function("runner.tracking.store:enable_wal", uri, _wait=False)
             handle = tracking.new_handle()
-            store.start_run(sweep_name(config), sweep_params(config), tags, description=description, handle=handle, _wait=False)
+            store.start_run(sweep_name(config), sweep_params(config), tags, description=description, handle=handle,
+                            guarded=True, _wait=False)
             parent = handle if in_process else store.resolve(handle)
         except StoreError as exc:
             report_and_exit(exc)
@@ -125,6 +131,7 @@ class SweepCallback(Callback):
         if in_process:
             warm_up(config)
         else:
+            self._unhook = interrupts.on_interrupt(workers.forward)
             self._announce()
 
     def _announce(self) -> None:
@@ -139,6 +146,8 @@ class SweepCallback(Callback):
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
+        if self._unhook is not None:
+            self._unhook()
         ended = False
         try:
             # In the writer, after everything the jobs of this process sent it (a barrier): the

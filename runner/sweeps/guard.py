@@ -4,17 +4,20 @@ Hydra does not call ``on_multirun_end`` when a job fails or the sweep is interru
 begins, :class:`Guard` starts ``python -m runner.sweeps.guard --guard URI TOKEN``, which waits on its
 stdin. The sweep writes ``done`` when it has ended the parent itself; if the pipe closes without that
 (the launching process was interrupted, a job failed and Hydra stopped the sweep, the process was
-killed), the guard summarises what was recorded and ends the parent as FAILED, or KILLED after
-``interrupted``. Only the standard library is imported until then.
+killed), the guard waits until the children stop changing, ends those still RUNNING (their process
+died with nobody to end them: KILLED after ``interrupted``, else FAILED), summarises what was
+recorded and ends the parent as FAILED, or KILLED after ``interrupted``. Only the standard library is
+imported until then. The guard runs in its own session: a Ctrl-C, a hang-up or a signal to the
+sweep's process group does not reach it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
+from runner import interrupts
 from runner.processes import child_env
 from runner.sweeps.summary import finish_sweep, result_line, search_children
 
@@ -30,11 +33,8 @@ class Guard:
             env=child_env(),
             start_new_session=True,  # a Ctrl-C or hang-up of the terminal does not reach it
         )
-        self._previous = None
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
-        except ValueError:  # not the main thread
-            pass
+        # A SIGINT or SIGTERM of the sweep's process: the parent ends KILLED (interrupted).
+        self._unhook = interrupts.on_interrupt(lambda signum: self._say("interrupted"))
 
     def _say(self, word: str) -> None:
         try:
@@ -43,19 +43,9 @@ class Guard:
         except (OSError, ValueError):
             pass
 
-    def _on_interrupt(self, signum, frame) -> None:
-        self._say("interrupted")
-        if callable(self._previous):
-            return self._previous(signum, frame)
-        raise KeyboardInterrupt
-
     def release(self, done: bool = True) -> None:
         """Stop guarding; ``done``: the sweep ended its parent, the guard exits doing nothing."""
-        if self._previous is not None:
-            try:
-                signal.signal(signal.SIGINT, self._previous)
-            except ValueError:
-                pass
+        self._unhook()
         if done:
             self._say("done")
         try:
@@ -88,6 +78,26 @@ def settle(uri: str, parent_id: str, poll: float = 1.0, limit: float = 30.0) -> 
         time.sleep(poll)
 
 
+def end_running_children(uri: str, parent_id: str, ended: str) -> list[str]:
+    """End the parent's children still RUNNING once the sweep's process is gone (a job whose process
+    and writer were killed with it): KILLED when the sweep was interrupted, else FAILED, tagged
+    ``outcome`` and why. Their metrics stay as recorded. The names of the runs ended."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    client = MlflowClient(tracking_uri=uri)
+    status = "KILLED" if ended == "interrupted" else "FAILED"
+    tags = [RunTag("outcome", "interrupted" if status == "KILLED" else "failed"),
+            RunTag("error", f"the sweep's process stopped ({ended}) while this job ran; ended by the sweep's guard")]
+    names = []
+    for child in search_children(client, client.get_run(parent_id)):
+        if child.info.status == "RUNNING":
+            client.log_batch(child.info.run_id, tags=tags, synchronous=True)
+            client.set_terminated(child.info.run_id, status=status)
+            names.append(child.info.run_name)
+    return names
+
+
 def find_parent(uri: str, token: str) -> str | None:
     """MLflow's id of the sweep's parent run, found by its ``sweep.token`` tag (None if it was never
     created)."""
@@ -110,6 +120,7 @@ def guard(uri: str, token: str) -> int:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     words = sys.stdin.buffer.read().decode(errors="replace").split()
     if "done" in words:
         return 0
@@ -120,6 +131,7 @@ def guard(uri: str, token: str) -> int:
             print("warning: the sweep ended before its parent run was created", file=sys.stderr)
             return 1
         settle(uri, parent_id)
+        end_running_children(uri, parent_id, ended)
         status, outcome, best = finish_sweep(uri, parent_id, ended)
     except Exception as exc:  # noqa: BLE001
         print(f"warning: sweep parent run (token {token}) could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)

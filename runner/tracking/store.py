@@ -16,11 +16,16 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from runner.tracking import faults
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -28,6 +33,17 @@ BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 class StoreError(Exception):
     """The tracking store cannot be used; the message is one line and names the URI."""
+
+
+class StoreFault(StoreError):
+    """The disk under the store failed (full, read-only); the message names the path. Not the
+    user's input: the process exits 1, not 2."""
+
+    exit_status = 1
+
+
+def is_fault(exc: BaseException) -> bool:
+    return isinstance(exc, StoreFault) or faults.describe(exc) is not None
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -89,9 +105,41 @@ def enable_wal(uri: str) -> None:
 
 def quiet_mlflow_logs() -> None:
     """MLflow's, alembic's and SQLAlchemy's INFO lines ("Creating initial MLflow database tables…")
-    are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels."""
+    are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels.
+
+    MLflow also logs every database error with its whole traceback (``mlflow.store.db.utils``)
+    before raising it; the runner reports the error it raises, in one line, so those go too."""
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+@contextmanager
+def creation_lock(uri: str):
+    """Hold ``<database>.lock`` (an exclusive ``flock``) around opening a SQLite store.
+
+    MLflow creates a new store's tables and runs its migrations when it first opens it, without a
+    lock between processes: two runs or sweeps started together on a new store race through the
+    migrations (``table experiments already exists``, ``duplicate column name``) and one fails.
+    Opening under this lock, the second process waits until the first has created the store, then
+    finds it complete. Opening an existing store takes the lock for a few milliseconds."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    try:
+        handle = open(path.parent / f"{path.name}.lock", "a")
+    except OSError:  # a folder we may not write: nothing to serialise against (nor to create)
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def preimport() -> None:
@@ -105,8 +153,65 @@ def preimport() -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
+RESERVE_BYTES = 256 * 1024
+
+
+def reserve_path(uri: str) -> Path | None:
+    db = sqlite_path(uri)
+    return None if db is None else db.parent / f"{db.name}.reserve"
+
+
+def make_reserve(uri: str) -> None:
+    """Keep ``<database>.reserve``, 256 KB of zeros beside a SQLite store, if there is room.
+
+    When the disk fills up mid-run, SQLite cannot write the run's end (its journal needs a few
+    pages), and the run would stay RUNNING. The store then deletes this file
+    (:func:`release_reserve`) and writes the end with the space it frees: the run ends FAILED,
+    saying why. The next run that opens the store makes a new reserve if there is room."""
+    path = reserve_path(uri)
+    if path is None or path.exists():
+        return
+    try:
+        with open(path, "xb") as reserve:
+            reserve.write(bytes(RESERVE_BYTES))  # written, not sparse: the blocks are taken
+    except FileExistsError:
+        pass
+    except OSError:  # no room even for that: nothing to keep
+        path.unlink(missing_ok=True)
+
+
+def release_reserve(uri: str) -> bool:
+    """Delete the store's reserve; whether there was one to free."""
+    path = reserve_path(uri)
+    try:
+        path.unlink()
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+@dataclass
+class OpenRun:
+    """A run this store started and nobody has ended yet (see :meth:`MlflowStore.end_open_runs`)."""
+
+    name: str
+    guarded: bool = False  # a sweep's parent run: its guard ends it (runner.sweeps.guard)
+    last_step: int = -1  # the last step of ``loss`` logged
+    files: dict[str, str] = field(default_factory=dict)  # artifacts to log if it is ended here
+
+
+# Methods whose first argument is a run: their failure marks the run's record as incomplete.
+RUN_METHODS = {"log_metrics", "set_tags", "log_files", "log_run_artifacts", "keep_file"}
+
+
 class MlflowStore:
-    """One tracking store and one experiment, opened once, used for many runs."""
+    """One tracking store and one experiment, opened once, used for many runs.
+
+    It knows the runs it started and has not ended (``open_runs``) and the runs whose record could
+    not be written completely (``failures``): such a run ends FAILED, never FINISHED, and the runs
+    left open when the process that drives the store is interrupted or dies are ended by
+    :meth:`end_open_runs`, so none stays RUNNING while the store can still take a write.
+    """
 
     def __init__(self, pool=None) -> None:
         self.client = None
@@ -120,6 +225,8 @@ class MlflowStore:
         self.pool = pool
         self._plots_pending: dict[str, dict[str, Any]] = {}  # run id -> files so far, figures left
         self._deferred_end: dict[str, tuple[str, Mapping[str, str] | None]] = {}
+        self.open_runs: dict[str, OpenRun] = {}
+        self.failures: dict[str, str] = {}  # run id -> the first error writing its record
 
     def run_id(self, run: str) -> str:
         """The MLflow run id of ``run``: a run id, or a handle given to :meth:`start_run`."""
@@ -158,23 +265,33 @@ class MlflowStore:
 
         quiet_mlflow_logs()
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                location = None
-                db = sqlite_path(uri)
-                if db is not None:
-                    location = (db.parent.resolve() / "mlartifacts").as_uri()
-                try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-                except MlflowException:  # another process created it first
-                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
-            else:
-                self.experiment_id = found.experiment_id
+            with creation_lock(uri):
+                self._open_experiment(MlflowClient(tracking_uri=uri), uri, experiment)
+                make_reserve(uri)
         except MlflowException as exc:
-            raise StoreError(f"tracking.uri: cannot use the MLflow store at {uri} ({str(exc).splitlines()[0]})") from None
+            line = faults.describe(exc, sqlite_path(uri)) or str(exc).splitlines()[0]
+            raise StoreError(f"tracking.uri: cannot use the MLflow store at {uri} ({line})") from None
         self.uri, self._experiment_name = uri, experiment
         return self.experiment_id
+
+    def _open_experiment(self, client, uri: str, experiment: str) -> None:
+        """The client's first call (MLflow creates a new store's tables then) and the experiment."""
+        from mlflow.exceptions import MlflowException
+
+        self.client = client
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+            return
+        db = sqlite_path(uri)
+        location = (db.parent.resolve() / "mlartifacts").as_uri() if db is not None else None
+        try:
+            self.experiment_id = client.create_experiment(experiment, artifact_location=location)
+        except MlflowException as exc:  # another process created it first, or MLflow refuses the name
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise StoreError(f"tracking.experiment: MLflow cannot create experiment {experiment!r} ({str(exc).splitlines()[0]})") from None
+            self.experiment_id = found.experiment_id
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(
@@ -185,9 +302,11 @@ class MlflowStore:
         parent_run_id: str | None = None,
         description: str | None = None,
         handle: str | None = None,
+        guarded: bool = False,
     ) -> str:
         """Create a run with its params and tags in one batch; its id. With ``handle``, later calls
-        may name the run by that handle (the caller did not wait for the id)."""
+        may name the run by that handle (the caller did not wait for the id). ``guarded``: a sweep's
+        parent, which its guard ends if the sweep cannot (:meth:`end_open_runs` leaves it)."""
         from mlflow.entities import Param
 
         all_tags = dict(tags)
@@ -197,6 +316,7 @@ class MlflowStore:
             all_tags["mlflow.note.content"] = description
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
+        self.open_runs[run_id] = OpenRun(run_name, guarded)
         if handle:
             self._handles[handle] = run_id
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -220,6 +340,9 @@ class MlflowStore:
                     metrics.append(Metric(key, v, now, int(s)))
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+        if "loss" in series and run_id in self.open_runs and len(series["loss"][0]):
+            last = int(np.max(series["loss"][0]))
+            self.open_runs[run_id].last_step = max(self.open_runs[run_id].last_step, last)
         return len(metrics)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -227,15 +350,75 @@ class MlflowStore:
 
         self.client.log_batch(self.run_id(run_id), tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
-    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> None:
-        """Set the final tags and the run's status (``_wait`` matters only through the writer)."""
+    def keep_file(self, run_id: str, name: str, path: str) -> None:
+        """A file the run writes as it goes (its trajectory.csv): logged as artifact ``name`` if the
+        run is ended by :meth:`end_open_runs` (the job that writes it could not log it)."""
         run_id = self.run_id(run_id)
+        if run_id in self.open_runs:
+            self.open_runs[run_id].files[name] = str(path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None, _wait: bool = True) -> str | None:
+        """Set the final tags and the run's status (``_wait`` matters only through the writer).
+
+        A run whose record could not be written completely (``failures``) ends FAILED, not
+        FINISHED, tagged with the first error (``error``, or ``record_error`` beside the error it
+        ends on: what came after it is missing from the store), which is returned. On a full disk the store's reserve is given up to
+        write the end (see :func:`make_reserve`)."""
+        run_id = self.run_id(run_id)
+        if status == "FINISHED" and run_id in self.failures:
+            status, tags = "FAILED", {**(tags or {}), "outcome": "failed", "error": self.failures[run_id][:500]}
+        elif run_id in self.failures:  # it failed for another reason too: say what is missing
+            tags = {**(tags or {}), "record_error": self.failures[run_id][:500]}
         if run_id in self._plots_pending:  # ended by plots_done, once its figures are logged
+            self.open_runs.pop(run_id, None)
             self._deferred_end[run_id] = (status, tags)
-            return
+            return None
+        try:
+            self._set_end(run_id, status, tags)
+        except Exception as exc:
+            if not (faults.disk_full(exc) and release_reserve(self.uri)):
+                raise
+            self._set_end(run_id, status, tags)
+        self.open_runs.pop(run_id, None)
+        return self.failures.get(run_id)
+
+    def _set_end(self, run_id: str, status: str, tags: Mapping[str, str] | None) -> None:
         if tags:
             self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
+
+    def note_failure(self, method: str, args: tuple, line: str) -> None:
+        """Remember that writing a run's record failed (see ``failures``)."""
+        run = args[0][0] if method == "plots_done" and args else (args[0] if method in RUN_METHODS and args else None)
+        if isinstance(run, str):
+            self.failures.setdefault(self.run_id(run), line)
+
+    def end_open_runs(self, status: str, tags: Mapping[str, str], guarded: bool = False) -> list[dict[str, Any]]:
+        """End every run started here and not ended (not a sweep's parent unless ``guarded``) with
+        ``status`` and ``tags``, logging the files it was writing; what was ended: name, run id,
+        last step of ``loss`` (-1: none) and the error if the store could not take the write.
+
+        The writer calls it when the process that drives it is interrupted or dies, so that no run
+        stays RUNNING while the store can still take the write."""
+        ended = []
+        for run_id, run in list(self.open_runs.items()):
+            if run.guarded and not guarded:
+                continue
+            entry = {"name": run.name, "run_id": run_id, "last_step": run.last_step, "error": None}
+            try:
+                if run.files:
+                    self.log_files(run_id, {name: _CompleteLines(path) for name, path in run.files.items()})
+                    entry["last_step"] = max(run.last_step, last_table_step(run.files.get("trajectory.csv")))
+            except Exception as exc:  # noqa: BLE001 - the run is ended all the same
+                entry["error"] = error_line("log_files", exc, self.uri)
+            step = entry["last_step"]
+            try:
+                self.end_run(run_id, status, {**tags, "final_step": str(step)} if step >= 0 else dict(tags))
+            except Exception as exc:  # noqa: BLE001 - reported, one line
+                entry["error"] = error_line("end_run", exc, self.uri)
+                self.open_runs.pop(run_id, None)
+            ended.append(entry)
+        return ended
 
     def plots_done(self, key: tuple[str, str], files: Mapping[str, bytes], error: str | None) -> None:
         """One figure of a run, drawn by the pool. With the run's last figure, log all of its
@@ -252,25 +435,50 @@ class MlflowStore:
         del self._plots_pending[run_id]
         try:
             self.log_files(run_id, pending["files"])
+        except Exception as exc:
+            self.note_failure("log_files", (run_id,), error_line("log_files", exc, self.uri))
+            raise
         finally:
             if run_id in self._deferred_end:
                 self.end_run(run_id, *self._deferred_end.pop(run_id))
 
     # -- artifacts --------------------------------------------------------------------------
-    def log_files(self, run_id: str, files: Mapping[str, bytes | str | Path]) -> None:
+    def log_files(self, run_id: str, files: Mapping[str, Any]) -> None:
         """Log ``{relative path: content}`` as the run's artifacts, in one call: bytes and text are
-        written to a temporary folder, a :class:`~pathlib.Path` is copied from where it is."""
-        import shutil
+        written to a temporary folder, a :class:`~pathlib.Path` is copied from where it is.
 
+        If the copy into the artifact store fails half-way (a full disk), the files it left
+        truncated there are removed: an artifact is whole or absent."""
+        run_id = self.run_id(run_id)
         with tempfile.TemporaryDirectory(prefix="runner-artifacts-") as tmp:
-            for rel, content in files.items():
-                path = Path(tmp, rel)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(content, Path):
-                    shutil.copyfile(content, path)
-                else:
-                    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-            self.client.log_artifacts(self.run_id(run_id), tmp)
+            try:
+                for rel, content in files.items():
+                    _write_file(Path(tmp, rel), content)
+            except OSError as exc:
+                kind = StoreFault if faults.describe(exc) else StoreError
+                raise kind(f"tracking: cannot stage the artifacts of run {run_id} ({faults.describe(exc, tmp) or exc})") from None
+            try:
+                self.client.log_artifacts(run_id, tmp)
+            except Exception as exc:
+                kind = StoreFault if faults.describe(exc) else StoreError
+                raise kind(self._artifacts_failed(run_id, Path(tmp), exc)) from None
+
+    def _artifacts_failed(self, run_id: str, staged: Path, exc: Exception) -> str:
+        """Remove the truncated copies ``log_artifacts`` left in a local artifact store; the line."""
+        dest = self._local_artifact_dir(run_id)
+        removed = _remove_partial_copies(staged, dest) if dest is not None else []
+        what = faults.describe(exc, dest) or error_line("log_artifacts", exc, self.uri)
+        note = f"; removed the partial {', '.join(removed)}" if removed else ""
+        return f"tracking: cannot write the artifacts of run {run_id}: {what}{note}"
+
+    def _local_artifact_dir(self, run_id: str) -> Path | None:
+        try:
+            uri = self.client.get_run(run_id).info.artifact_uri
+        except Exception:  # noqa: BLE001 - the store itself is failing: nothing to clean up there
+            return None
+        if uri.startswith("file:"):
+            return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+        return Path(uri) if uri.startswith("/") else None
 
     def log_run_artifacts(self, run_id: str, bundle: Mapping[str, Any]) -> None:
         """The artifacts of one descent: config, trajectory table and plots.
@@ -321,6 +529,86 @@ class MlflowStore:
         from runner.tracking.reuse import REUSED_BY
 
         self.client.set_tag(run_id, REUSED_BY + self.run_id(parent_run_id), "true")
+
+
+class _CompleteLines:
+    """A text file another process was writing when it stopped: only its complete lines are logged."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+
+def _write_file(path: Path, content: Any) -> None:
+    """Stage one artifact: bytes or text, a file copied, or a file's complete lines."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, _CompleteLines):
+        shutil.copyfile(content.path, path)
+        truncate_to_last_line(path)
+    elif isinstance(content, Path):
+        shutil.copyfile(content, path)
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def truncate_to_last_line(path: Path, block: int = 1 << 16) -> None:
+    """Cut a text file after its last newline (a row half-written when its writer stopped)."""
+    with open(path, "r+b") as out:
+        end = out.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - block)
+            out.seek(start)
+            found = out.read(end - start).rfind(b"\n")
+            if found >= 0:
+                out.truncate(start + found + 1)
+                return
+            end = start
+        out.truncate(0)
+
+
+def last_table_step(path: str | None) -> int:
+    """The step of the last whole row of a trajectory.csv (its first column), -1 if none."""
+    if not path or not Path(path).exists():
+        return -1
+    with open(path, "rb") as table:
+        end = table.seek(0, os.SEEK_END)
+        table.seek(max(0, end - (1 << 16)))
+        rows = table.read().split(b"\n")[:-1]  # the part after the last newline is not whole
+    try:
+        return int(rows[-1].split(b",", 1)[0]) if rows else -1
+    except ValueError:  # the header: no row yet
+        return -1
+
+
+def _remove_partial_copies(staged: Path, dest: Path) -> list[str]:
+    """Delete the files under ``dest`` whose size differs from their staged original."""
+    removed = []
+    for src in staged.rglob("*"):
+        if not src.is_file():
+            continue
+        rel = src.relative_to(staged)
+        copy = dest / rel
+        try:
+            if copy.exists() and copy.stat().st_size != src.stat().st_size:
+                copy.unlink()
+                removed.append(str(rel))
+        except OSError:
+            pass
+    return removed
+
+
+def error_line(method: str, exc: BaseException, uri: str = "") -> str:
+    """One line for an exception of a store call: a fault of the disk names the path (the file the
+    OS names, else the SQLite database), anything else its type and first line."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    path = None if faults.os_error(exc) is not None else sqlite_path(uri)
+    fault = faults.describe(exc, path.resolve() if path is not None else None)
+    if fault is not None:
+        return f"tracking: {method} failed: {fault}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"tracking: {method} failed: {type(exc).__name__}: {text}"
 
 
 def _param_value(value: Any) -> str:

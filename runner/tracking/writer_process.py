@@ -17,20 +17,21 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from runner.processes import GC_THRESHOLD
-from runner.tracking.writer import BARRIER, IMMEDIATE
+from runner.tracking.writer import BARRIER, CLOSE, IMMEDIATE
 
 
 def serve(read_fd: int, write_fd: int) -> None:
     """The writer's life: pre-import, then execute calls until the pipe closes, then exit."""
-    import signal
-
+    from runner import interrupts
     from runner.tracking import plot_pool
     from runner.tracking import store as store_module
 
-    # Ctrl-C in a terminal reaches every process of the group. The main process handles it (the
-    # sweep's parent run ends KILLED) and then closes the pipe; the writer must outlive that to
-    # finish what it was sent, so it ignores SIGINT (its figure helper inherits this).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C in a terminal reaches every process of the group, and so do `timeout`'s or SLURM's
+    # SIGTERM and a hang-up. The main process handles them (its run ends KILLED) and then closes
+    # the pipe; the writer must outlive that to finish what it was sent, so it ignores them (they
+    # were blocked since it was started; its figure helper inherits this). It exits when the pipe
+    # closes.
+    interrupts.ignore_in_helper()
     gc.set_threshold(*GC_THRESHOLD)  # MLflow's imports and SQLAlchemy's objects
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
@@ -43,11 +44,23 @@ def serve(read_fd: int, write_fd: int) -> None:
     pool = plot_pool.start(close_in_helper=(inbox, outbox))
     loop = WriterLoop(inbox, outbox, store_module.MlflowStore(pool=pool), pool)
     loop.run()
+    if not loop.closed:
+        loop.end_orphaned_runs()
     if os.environ.get("RUNNER_WRITER_REPORT"):  # tests: prove the writer stayed free of torch
         descent = any(name.startswith("runner.descent") for name in sys.modules)
         sys.stderr.write(f"writer: torch imported: {'torch' in sys.modules}; descent imported: {descent}\n")
     sys.stderr.flush()
     os._exit(0)  # skip finalising MLflow's modules: everything has been written
+
+
+def reports_earlier_errors(method: str, args: tuple) -> bool:
+    """Whether the answer to this call carries the first error of the calls nobody waited for.
+
+    Not the end of a run that fails anyway (FAILED, KILLED: its answer says whether that end was
+    written; the earlier failure is on the run as ``record_error``), nor :meth:`end_open_runs`."""
+    if method == "end_open_runs":
+        return False
+    return not (method == "end_run" and len(args) > 1 and args[1] != "FINISHED")
 
 
 class WriterLoop:
@@ -65,7 +78,9 @@ class WriterLoop:
     def __init__(self, inbox: Connection, outbox: Connection, store: Any, pool: Any) -> None:
         self.inbox, self.outbox, self.store, self.pool = inbox, outbox, store, pool
         self.backlog: deque = deque()
-        self.first_error: list[str] = []
+        self.first_error: list[tuple[str, str]] = []  # ("error" or "fault", line)
+        self.closed = False  # the main process said it ends properly (CLOSE)
+        self.parent_pid = os.getppid()
         self.profile = Profile() if os.environ.get("RUNNER_WRITER_PROFILE") else None
 
     def run(self) -> None:
@@ -103,6 +118,9 @@ class WriterLoop:
                 self.pool.draw_one_here()
 
     def handle(self, method: str, args: tuple, kwargs: dict, wants_answer: bool) -> None:
+        if method == CLOSE:
+            self.closed = True
+            return
         if not wants_answer:
             if method in IMMEDIATE:
                 self.execute_quietly(method, args, kwargs)
@@ -112,28 +130,38 @@ class WriterLoop:
         if method in BARRIER:
             self.drain()
         answer = self.execute(method, args, kwargs)
-        if self.first_error:  # the first failure is the one to report
-            answer = ("error", self.first_error.pop())
+        if self.first_error and reports_earlier_errors(method, args):  # the first failure is the one to report
+            answer = self.first_error.pop()
         self.outbox.send(answer)
 
     def execute(self, method: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
-        """``("ok", result)`` or ``("error", one line)``."""
-        from runner.tracking.store import StoreError
+        """``("ok", result)``, or ``("error", one line)`` (``"fault"`` for a fault of the disk); a
+        failure writing a run's record marks the run (it will not end FINISHED)."""
+        from runner.tracking.store import error_line, is_fault
 
         with self.timed(args[0] if method == "run_function" else method):
             try:
                 return ("ok", getattr(self.store, method)(*args, **kwargs))
-            except StoreError as exc:
-                return ("error", str(exc))
             except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-                text = str(exc).splitlines()[0] if str(exc) else ""
-                return ("error", f"tracking: {method} failed: {type(exc).__name__}: {text}")
+                line = error_line(method, exc, getattr(self.store, "uri", ""))
+                self.store.note_failure(method, args, line)
+                return ("fault" if is_fault(exc) else "error", line)
+
+    def end_orphaned_runs(self) -> None:
+        """The pipe closed without CLOSE: the main process died (SIGKILL, a crash of the
+        interpreter). What it sent is in the store; the runs it had not ended end FAILED, with the
+        files they were writing (their complete lines), and a line says so."""
+        tags = {"outcome": "failed", "error": f"the main process (pid {self.parent_pid}) died before ending the run"}
+        for run in self.store.end_open_runs("FAILED", tags):
+            step = f"at step {run['last_step']}" if run["last_step"] >= 0 else "before its first step"
+            fault = f"; {run['error']}" if run["error"] else ""
+            sys.stderr.write(f"writer: the main process died; run {run['name']} recorded as FAILED {step}{fault}\n")
 
     def execute_quietly(self, method: str, args: tuple, kwargs: dict) -> None:
         """Execute a call nobody waits for; its error, if the first, goes to the next answer."""
         status, value = self.execute(method, args, kwargs)
-        if status == "error" and not self.first_error:
-            self.first_error.append(value)
+        if status != "ok" and not self.first_error:
+            self.first_error.append((status, value))
 
     def log_finished_figures(self) -> None:
         while self.pool.done:
