@@ -24,6 +24,8 @@ import numpy as np
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
+# Experiments the runner makes are of MLflow's "Machine learning" kind (see runner.tracking.links).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class StoreError(Exception):
@@ -89,7 +91,11 @@ def enable_wal(uri: str) -> None:
 
 def quiet_mlflow_logs() -> None:
     """MLflow's, alembic's and SQLAlchemy's INFO lines ("Creating initial MLflow database tables…")
-    are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels."""
+    are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels.
+    Against a tracking server MLflow also prints "🏃 View run … / 🧪 View experiment at: …" on
+    stdout whenever a run ends (``_log_url``, after one more request for the run), with links to the
+    GenAI view; the runner prints its own links (:mod:`runner.tracking.links`) and turns those off."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -157,6 +163,7 @@ class MlflowStore:
         from mlflow.exceptions import MlflowException
 
         quiet_mlflow_logs()
+        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
         try:
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
@@ -166,11 +173,13 @@ class MlflowStore:
                 if db is not None:
                     location = (db.parent.resolve() / "mlartifacts").as_uri()
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=kind)
                 except MlflowException:  # another process created it first
-                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
-            else:
+                    found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
                 self.experiment_id = found.experiment_id
+                if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older runner: say what it holds
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except MlflowException as exc:
             raise StoreError(f"tracking.uri: cannot use the MLflow store at {uri} ({str(exc).splitlines()[0]})") from None
         self.uri, self._experiment_name = uri, experiment
