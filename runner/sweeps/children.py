@@ -126,9 +126,11 @@ def _sort_key(value: str) -> tuple[int, float, str]:
 
 # -- objectives ------------------------------------------------------------------------------------
 def objective_key(child: Child) -> tuple:
-    """Children with equal keys descend the same function (the start point and wrt may differ)."""
-    skip = ("objective.init", "objective.wrt")
-    return tuple(sorted((k, v) for k, v in child.params.items() if k.startswith("objective.") and k not in skip))
+    """Children with equal keys descend the same function: the objective's label (its expression's tag
+    for a custom one, whatever its spaces) and its other params, the start point and wrt aside."""
+    params = {k.split(".", 1)[1]: v for k, v in child.params.items() if k.startswith("objective.")}
+    rest = sorted((k, v) for k, v in params.items() if k not in ("name", "expr", "target", "init", "wrt"))
+    return (objective_label(params), *rest)
 
 
 def groups_by_objective(children: Sequence[Child]) -> dict[str, list[Child]]:
@@ -136,13 +138,14 @@ def groups_by_objective(children: Sequence[Child]) -> dict[str, list[Child]]:
     by_key: dict[tuple, list[Child]] = {}
     for c in children:
         by_key.setdefault(objective_key(c), []).append(c)
-    labels = {key: objective_label({k.split(".", 1)[1]: v for k, v in key}) for key in by_key}
+    labels = {key: key[0] for key in by_key}
     for label in set(labels.values()):
         same = [key for key in by_key if labels[key] == label]
-        if len(same) > 1:
-            differ = sorted({k for key in same for k, v in key if len({dict(o).get(k) for o in same}) > 1})
-            for key in same:
-                labels[key] = label + "".join(f"-{k.split('.', 1)[1]}{dict(key).get(k)}" for k in differ)
+        if len(same) > 1:  # e.g. rosenbrock at two dims: name the params that differ
+            rests = [dict(key[1:]) for key in same]
+            differ = sorted({k for rest in rests for k in rest if len({r.get(k) for r in rests}) > 1})
+            for key, rest in zip(same, rests):
+                labels[key] = label + "".join(f"-{k}{rest.get(k)}" for k in differ)
     return {safe(labels[key]): group for key, group in by_key.items()}
 
 
