@@ -78,8 +78,9 @@ COMMANDS = [
 def run(command: Command, folder: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    subprocess.run([sys.executable, "-m", "runner", *command.args], cwd=folder, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "runner", *command.args], cwd=folder, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"python -m runner {' '.join(command.args)} failed:\n{done.stderr}")
 
 
 def recorded_run(folder: Path):
@@ -110,6 +111,7 @@ def collect(command: Command, work: Path) -> list[str]:
 
 
 def main() -> None:
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # downloads print no progress bars
     IMG.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Gallery: the figures a run and a sweep record",

@@ -259,7 +259,7 @@ def test_a_run_prints_a_deep_link_and_its_experiment_is_of_the_training_kind(sin
 
 
 def test_an_existing_experiment_gets_the_training_kind(workdir, client):
-    experiment_id = client.create_experiment("runner")
+    experiment_id = client.create_experiment("runner", artifact_location=(workdir / "outputs" / "mlartifacts").as_uri())
     assert "mlflow.experimentKind" not in client.get_experiment(experiment_id).tags
     assert run_cli("objective=f", "steps=2", cwd=workdir).returncode == 0
     assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
