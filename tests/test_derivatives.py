@@ -322,7 +322,7 @@ def test_cli_derivatives_of_g_prints_the_table_and_records_it(workdir, client):
     result = run_cli("task=derivatives", "objective=g", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(G_TABLE)
-    assert "mlflow run" in result.stdout.splitlines()[-1]
+    assert "mlflow run" in result.stdout.splitlines()[-2] and "look at it:" in result.stdout.splitlines()[-1]
     (run,) = runs_of(client)
     m, tags = run.data.metrics, run.data.tags
     assert run.info.run_name == "g-derivatives-autograd" and run.info.status == "FINISHED"
