@@ -113,6 +113,7 @@ def check_readable(fig) -> None:
     inside = fig.bbox
     for ax in fig.axes:
         if ax.get_label() == "<colorbar>":
+            assert_inside(ax.yaxis.label, renderer, inside)
             continue
         labels = y_labels(ax)
         assert len(labels) >= 2, labels
@@ -123,10 +124,18 @@ def check_readable(fig) -> None:
         boxes = sorted((lab.get_window_extent(renderer) for lab in in_view(ax.yaxis) if lab.get_text()), key=lambda b: b.y0)
         for below, above in zip(boxes, boxes[1:]):
             assert below.y1 <= above.y0, "tick labels overlap"
-        for text in [ax.yaxis.label, ax.xaxis.label, ax.title, *in_view(ax.yaxis), *in_view(ax.xaxis)]:
-            if text.get_text():
-                box = text.get_window_extent(renderer)
-                assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
+        for text in [ax.yaxis.label, ax.xaxis.label, ax.title, *in_view(ax.yaxis), *in_view(ax.xaxis), *ax.texts]:
+            assert_inside(text, renderer, inside)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for i, a in enumerate(panels):  # one panel's labels never run into another's
+        for b in panels[i + 1 :]:
+            assert not a.get_tightbbox(renderer).overlaps(b.get_tightbbox(renderer))
+
+
+def assert_inside(text, renderer, inside) -> None:
+    if text.get_text():
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
 
 
 # ---------------------------------------------------------------- the loss axis
@@ -302,6 +311,7 @@ def test_path_figure_labels_line_data_and_limits():
     stars = [c for c in ax.collections if c.get_label() == "known minimum"]
     assert len(stars) == 1 and np.allclose(stars[0].get_offsets(), [[1.0, 1.0]])
     assert len(fig.axes) == 2  # the colorbar
+    check_readable(fig)
 
 
 def test_path_figure_log_levels_for_rosenbrock_linear_for_quadratic():
@@ -351,6 +361,9 @@ def test_overlay_paths_figure_one_coloured_line_per_path():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["sgd", "adam", "lbfgs", "known minimum"]
     assert ax.get_xlabel() == "x" and ax.get_ylabel() == "y"
+    check_readable(fig)
+    many = {f"run{i}": p + 0.01 * i for i, p in enumerate(list(paths.values()) * 4)}  # 12: legend below
+    check_readable(plots.overlay_paths_figure(X, Y, Z, many, ["x", "y"], "paths", minima=[[0.0, 0.0]]))
 
 
 # ---------------------------------------------------------------- final loss

@@ -33,6 +33,7 @@ FIGSIZE = (6.4, 4.8)
 PANEL = (5.6, 4.3)  # one panel of a figure with several
 DPI = 110
 LEGEND_INSIDE = 8  # legend entries drawn inside the axes, at most
+PATH_MARGINS = {"left": 0.11, "right": 0.97, "bottom": 0.1, "top": 0.93}  # path_figure's fixed layout
 
 Curve = tuple  # (steps, loss): a non-finite loss marks the step where the run diverged
 
@@ -89,16 +90,37 @@ def new_figure(title: str, panels: int = 1) -> tuple[Figure, list[Axes]]:
     return fig, axes
 
 
-def fit_layout(fig: Figure) -> Figure:
-    """Room for every text: ``tight_layout`` measures the tick labels, axis labels, titles and
-    legends once and moves the axes in (a y axis labelled ``1e-142`` needs more room than ``10``).
-    It costs one measuring pass (~20-30% of drawing a loss figure on the dev box)."""
-    import warnings
+def fit_layout(fig: Figure, pad: float = 6.0) -> Figure:
+    """Move the axes in or out until their decorations (tick labels, axis labels, titles, legends and
+    texts) lie ``pad`` pixels inside the figure, and under the figure's own title: a y axis labelled
+    ``1e−142`` needs more room than one labelled ``10``. Only the decorations are measured, not the
+    plotted data: matplotlib's ``tight_layout`` also measures every line and contour, which made a
+    loss figure ~55 ms and a path figure ~90 ms slower (CPU, the 2-core dev box; this costs a few ms).
+    Panels keep matplotlib's spacing (a fifth of a panel), which holds their labels."""
+    from matplotlib.transforms import Bbox
 
-    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", UserWarning)  # "not compatible with tight_layout": best effort
-        fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = [box for ax in fig.axes for box in _decorations(ax, renderer)]
+    used = Bbox.union([b for b in boxes if np.isfinite(b.bounds).all()])
+    top = min([height - pad] + [t.get_window_extent(renderer).y0 - pad for t in fig.texts if t.get_text()])
+    sp = fig.subplotpars
+    fig.subplots_adjust(
+        left=(sp.left * width + pad - used.x0) / width,
+        right=(sp.right * width + width - pad - used.x1) / width,
+        bottom=(sp.bottom * height + pad - used.y0) / height,
+        top=(sp.top * height + top - used.y1) / height,
+    )
     return fig
+
+
+def _decorations(ax: Axes, renderer) -> list:
+    """The boxes (display pixels) of what is drawn around and on an axes, its data aside."""
+    boxes = [ax.bbox, ax.yaxis.get_tightbbox(renderer), ax.xaxis.get_tightbbox(renderer)]
+    texts = [ax.title, *ax.texts] + ([ax.get_legend()] if ax.get_legend() is not None else [])
+    boxes += [t.get_window_extent(renderer) for t in texts if not hasattr(t, "get_text") or t.get_text()]
+    return [b for b in boxes if b is not None]
 
 
 def _legend(ax: Axes, n: int, below: bool = False) -> None:
@@ -138,12 +160,15 @@ def _mark_divergence(ax: Axes, step: int, value: float, color: Any, annotate: bo
 def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate: bool) -> np.ndarray:
     """Each curve's finite part as one line (labelled with its name, and where it diverged); the
     values drawn."""
+    from matplotlib import colormaps
+
     drawn = [np.empty(0)]
-    for name, (steps, loss) in curves.items():
+    for i, (name, (steps, loss)) in enumerate(curves.items()):
         steps, loss = np.asarray(steps, dtype=float).ravel(), np.asarray(loss, dtype=float).ravel()
         y = view.values(loss)
         keep = np.isfinite(y) & np.isfinite(steps)
-        (line,) = ax.plot(steps[keep], y[keep], lw=1.5 if len(curves) == 1 else 1.2, label=str(name))
+        color = f"C{i}" if len(curves) <= 10 else colormaps["tab20"](i % 20)
+        (line,) = ax.plot(steps[keep], y[keep], lw=1.5 if len(curves) == 1 else 1.2, color=color, label=str(name))
         found = divergence(steps, loss)
         if found is not None:
             line.set_label(f"{name} (diverged at step {found[0]})")
@@ -342,7 +367,9 @@ def path_figure(
     The path is one line with markers (its non-finite rows dropped), its first and last points
     marked and annotated 'start' and 'end'; known minima are gold stars; axes are labelled with
     ``var_names`` and limited to the grid, so a diverging path leaves the frame instead of
-    squashing the contour.
+    squashing the contour. Drawn for every 2-D run, it keeps fixed margins instead of
+    :func:`fit_layout`: what it labels is known (two variable names, coordinates, the colorbar), and
+    measuring it cost ~100 ms a figure (CPU, the 2-core dev box), as much as drawing it.
     """
     fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "viridis")
@@ -357,7 +384,8 @@ def path_figure(
                     color="white", fontweight="bold", zorder=7,
                     path_effects=[withStroke(linewidth=2, foreground="black")])
     _decorate_path_axes(ax, X, Y, var_names, minima)
-    return fit_layout(fig)
+    fig.subplots_adjust(**PATH_MARGINS)
+    return fig
 
 
 def overlay_paths_figure(
