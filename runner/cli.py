@@ -37,18 +37,8 @@ HELP_FLAGS = {"-h", "--help"}
 
 def overrides_of(argv: Iterable[str]) -> list[str]:
     """The KEY=VALUE tokens of a command line, without Hydra's flags and their values."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
-        if token in FLAGS_WITH_VALUE:
-            skip = True
-            continue
-        if token.startswith("-"):
-            continue
-        out.append(token)
-    return out
+    tokens = list(argv)
+    return [t for i, t in enumerate(tokens) if not t.startswith("-") and not _is_value_of_flag(tokens, i)]
 
 
 def wants_help(argv: list[str]) -> bool:

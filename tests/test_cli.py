@@ -299,3 +299,11 @@ def test_the_optuna_sweeper_prints_no_alembic_lines(workdir):
     result = run_cli("-m", "hydra/sweeper=optuna_lr", "hydra.sweeper.n_trials=1", "objective=f", "steps=3", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "setup plugin" not in result.stdout + result.stderr
+
+
+def test_hydra_flags_and_their_values_are_no_settings():
+    from runner import cli
+
+    argv = ["-m", "lr=0.1", "--cfg", "job", "-cn", "config", "--info", "defaults", "steps=5", "--info", "seed=2"]
+    assert cli.overrides_of(argv) == ["lr=0.1", "steps=5", "seed=2"]
+    cli.check_form(argv)  # no complaint: every flag is Hydra's, every other token KEY=VALUE
