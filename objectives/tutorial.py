@@ -1,4 +1,4 @@
-"""The tutorial's two functions (see ``../shared/seed/REFERENCE.md``).
+"""The tutorial's two functions (their reference numbers: ``docs/tutorial.md``).
 
 * ``f(x) = 3x² + 2x − 1``: f'(x) = 6x + 2, f'' = 6; the minimum is at x = −1/3 with f = −4/3.
   Plain gradient descent is stable for lr < 2/6 = 1/3.

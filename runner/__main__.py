@@ -2,7 +2,8 @@
 
 The MLflow writer process starts before anything heavy is imported, so that MLflow's imports and the
 store's opening overlap with torch's import here (see :mod:`runner.tracking.writer`). Command-line
-mistakes are caught before Hydra composes (:mod:`runner.cli`), so they read as one line; bad values
+mistakes are caught before Hydra composes (:mod:`runner.cli`, which also answers ``--help``), so they
+read as one line; bad values
 are caught by :func:`runner.validate.validate`. When the job is done and the writer has flushed, the
 process ends with ``os._exit``: finalising torch's and MLflow's modules would add ~1.5 s and write
 nothing.
@@ -50,6 +51,10 @@ def run() -> int:
     from runner.errors import UserError
     from runner.tracking import writer
 
+    if cli.wants_help(sys.argv[1:]):  # the runner's own help, before Hydra's (see runner.cli)
+        sys.stdout.write(cli.help_text())
+        sys.stdout.flush()
+        return 0
     try:
         cli.preflight(sys.argv[1:])
     except UserError as exc:

@@ -26,9 +26,9 @@ from runner.descent.optimizers import is_plain_descent, make_optimizer, needs_cl
 from runner.descent.problem import Problem
 from runner.descent.progress import make_progress
 from runner.descent.schedules import is_constant, schedule_factory, schedule_name
-from runner.tracking import records
+from runner.tracking import links, records
 from runner.tracking.fingerprint import fingerprint
-from runner.tracking.naming import PARENT_ENV, run_name, swept_extras
+from runner.tracking.naming import PARENT_ENV, objective_label, run_name, swept_extras
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
 from runner.tracking.store import StoreError, resolve_uri
@@ -53,6 +53,7 @@ class Plan:
     warning: str | None = None
     checker: Any = None  # a GradChecker with check_grad=true
     fused_lr: float | None = None  # plain descent as one compiled step (backend.compile=true)
+    min_value: float | None = None  # the objective's minimum value, when known (figures plot the gap to it)
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -147,7 +148,8 @@ def prepare(cfg: DictConfig) -> Plan:
     """Build the problem and backend, name the run, warn about an unstable step, set up checks."""
     problem, backend, device = build(cfg)
     opt_name = optimizer_name(cfg.optimizer)
-    name = cfg.tracking.run_name or run_name(problem.name, opt_name, cfg.lr, swept_extras(cfg), schedule=scheduled(cfg))
+    objective = objective_label(OmegaConf.to_container(cfg.objective, resolve=True))
+    name = cfg.tracking.run_name or run_name(objective, opt_name, cfg.lr, swept_extras(cfg), backend=cfg.backend.name, schedule=scheduled(cfg))
     torch.manual_seed(cfg.seed)
     k = problem.wrt.numel()
     plan = Plan(
@@ -155,6 +157,7 @@ def prepare(cfg: DictConfig) -> Plan:
         x_names=[problem.var_names[i] for i in sample_coords(problem.dim, cfg.tracking.max_coords)],
         g_names=[problem.wrt_names[i] for i in sample_coords(k, cfg.tracking.max_coords)],
         stride=records.log_stride(cfg.steps, cfg.tracking.log_every),
+        min_value=known_min_value(problem),
     )
     if cfg.steps > 0 and is_plain_descent(cfg.optimizer):
         from runner.curvature.hessian import stable_lr_warning
@@ -172,6 +175,16 @@ def prepare(cfg: DictConfig) -> Plan:
 def scheduled(cfg: DictConfig) -> str | None:
     """The schedule's name when the lr is not constant (it then goes into the run's name)."""
     return None if is_constant(cfg.schedule) else schedule_name(cfg.schedule)
+
+
+def known_min_value(problem: Problem) -> float | None:
+    """The objective's minimum value when the registry knows it and every variable moves (with some
+    held constant, the minimum over the others is another number, unknown)."""
+    import objectives
+
+    if problem.name == "custom" or not problem.moves_all:
+        return None
+    return objectives.get(problem.name).min_value
 
 
 def check_optimizer(plan: Plan) -> None:
@@ -198,6 +211,8 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
         "dtype": cfg.backend.dtype,
         "task": cfg.task,
     }
+    if plan.min_value is not None:
+        tags["objective.min_value"] = repr(plan.min_value)
     config = OmegaConf.to_container(cfg, resolve=True)
     tags.update(provenance_tags(config_fingerprint(cfg), cfg.seed, device_name(plan.device)))
     tags.update(extra_tags or {})
@@ -305,6 +320,7 @@ def artifact_bundle(plan: Plan, traj: Trajectory, trajectory_file: Path | None) 
             # Plain strings: the writer must not unpickle (and import) our name sequences.
             "var_names": [str(n) for n in plan.problem.var_names[:2]],
             "minima": plan.problem.minima,
+            "min_value": plan.min_value,
         },
     }
 
@@ -333,7 +349,8 @@ def report(plan: Plan, traj: Trajectory, recorder: RunRecorder | None) -> None:
         shown += ", …"
     print(f"{plan.name}: {traj.outcome[0]} at step {final}, loss {float(traj.loss[0, 0]):.7g} -> {traj.final_loss(0):.7g}, x = [{shown}]")
     if recorder is not None and recorder.known_id is not None:
-        print(f"  mlflow run {recorder.known_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
+        experiment_id = recorder.store.get_experiment_id()
+        print(links.run_lines(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment, experiment_id, recorder.known_id))
     sys.stdout.flush()
     if plan.checker is not None:
         if plan.checker.failed():

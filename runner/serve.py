@@ -7,7 +7,8 @@ It runs::
         --host 127.0.0.1 --port 5000 --workers 1
 
 in the directory it is started in (with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless set: the
-server's GenAI job runners are not needed), and prints the UI's address. Then
+server's GenAI job runners are not needed), and prints the page to open: the runs table of the
+experiment ``runner`` in the UI's model-training view (:mod:`runner.tracking.links`). Then
 
 - the UI shows every run of the store, and the artifacts of runs logged straight into the SQLite
   file (their experiment's artifact location is ``file://…/outputs/mlartifacts``, which this server
@@ -29,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+from runner.cli import default_experiment
+from runner.tracking import links
 from runner.tracking.store import DEFAULT_URI, sqlite_path
 
 
@@ -66,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
     if "://" not in args.artifacts:
         Path(args.artifacts).mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI and tracking server for {args.store}: http://{args.host}:{args.port}", flush=True)
-    print(f"  log sweeps to it with: python -m runner -m ... tracking.uri=http://{args.host}:{args.port}", flush=True)
+    print(links.serve_lines(args.store, f"http://{args.host}:{args.port}", default_experiment()), flush=True)
     cmd = command(args)
     # MLflow 3's server also starts seven job-runner processes (huey) for its GenAI features; the
     # runner needs none of them, and on a small machine they double the start-up time.

@@ -1,9 +1,13 @@
 """The MLflow UI in a real browser: Debian's chromium, driven headless by Playwright's Python package.
 
-A small sweep is logged into the project's SQLite store, ``python -m runner.serve`` serves it, and the
-browser opens the children's compare page (names, lr and final loss of each child must appear) and the
-parent run's artifacts (its summary figures must be listed and the loss figure must preview).
-Screenshots go to each test's tmp folder. Skips where /usr/bin/chromium or playwright is missing.
+A small sweep is logged into the project's SQLite store and ``python -m runner.serve`` serves it. A new
+browser profile (a new context: no remembered workflow, MLflow 3's default is GenAI) opens the address
+``runner.serve`` prints and must land on the experiment's runs table in the model-training view, with
+the sweep's parent and, expanded, its four children; the sweep's own summary link must show the parent
+with its children. Then the children's compare page (names, lr and final loss of each child must
+appear) and the parent run's artifacts (its summary figures listed, the loss figure previewed).
+Screenshots go to each test's tmp folder (docs/img/compare.png and sweep-summary.png are two of them).
+Skips where /usr/bin/chromium or playwright is missing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, empty_store):
-    """(url, experiment id, parent, children with their final loss, page) over a served sweep."""
+    """(url, experiment id, parent, children with their final loss, page, browser, what the sweep and
+    the server printed) over a served sweep."""
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
@@ -35,13 +40,66 @@ def ui(tmp_path_factory, empty_store):
     parent, children = sweep_runs(client)
     finals = {c.info.run_id: loss_history(client, c.info.run_id)[-1] for c in children}
     with mlflow_server(workdir) as url, sync_api.sync_playwright() as pw:
+        served = (workdir / f"mlflow-server-{url.rsplit(':', 1)[1]}.log").read_text()
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield url, parent.info.experiment_id, parent, children, finals, page
+            page = fresh_page(browser)
+            yield url, parent.info.experiment_id, parent, children, finals, page, browser, result.stdout, served
         finally:
             browser.close()
+
+
+def fresh_page(browser):
+    """A page in a new browser context: a fresh profile, nothing remembered (localStorage empty)."""
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
+def printed_link(text: str, before: str) -> str:
+    """The address on the line of ``text`` that contains ``before``."""
+    line = next(line for line in text.splitlines() if before in line)
+    return re.search(r"http://\S+", line).group(0)
+
+
+def assert_model_training_view(page) -> None:
+    """The sidebar of MLflow 3's model-training workflow (Runs, Models), not GenAI's (Traces, Judges …)."""
+    body = page.inner_text("body")
+    assert "Model training" in body and "Judges" not in body and "Evaluation runs" not in body, body[:500]
+
+
+def test_the_address_runner_serve_prints_opens_on_the_sweeps_runs(ui, tmp_path):
+    url, experiment_id, parent, children, finals, _, browser, _, served = ui
+    link = printed_link(served, "open the runs of experiment 'runner'")
+    assert link == f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    page = fresh_page(browser)
+    page.goto(link)
+    page.get_by_text(parent.info.run_name, exact=True).first.wait_for()
+    assert_model_training_view(page)
+    # The children are grouped under their parent: expand it.
+    row = page.locator("[role=row]", has_text=parent.info.run_name).first
+    row.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+    for c in children:
+        page.get_by_text(c.info.run_name, exact=True).first.wait_for()
+    close_assistant(page)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(tmp_path / "runs.png"))
+    assert f"{len(children) + 1} matching runs" in page.inner_text("body")
+    print(f"screenshot in {tmp_path / 'runs.png'}")
+
+
+def test_the_sweeps_summary_link_opens_the_parent_with_its_children(ui, tmp_path):
+    url, experiment_id, parent, children, finals, _, browser, stdout, _ = ui
+    link = printed_link(stdout, "the sweep's summary:").replace("http://127.0.0.1:5000", url)
+    assert link == f"{url}/#/experiments/{experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
+    page = fresh_page(browser)
+    page.goto(link)
+    page.get_by_text("Child runs", exact=True).first.wait_for()
+    assert_model_training_view(page)
+    for c in children:
+        page.get_by_text(re.compile(re.escape(c.info.run_name))).first.wait_for()
+    close_assistant(page)
+    page.screenshot(path=str(tmp_path / "parent.png"))
 
 
 def close_assistant(page) -> None:
@@ -90,9 +148,9 @@ def is_number(text: str) -> bool:
 
 
 def test_compare_page_shows_every_child(ui, tmp_path):
-    url, experiment_id, parent, children, finals, page = ui
+    url, experiment_id, parent, children, finals, page, *_ = ui
     ids = [c.info.run_id for c in children]
-    query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([experiment_id])})
+    query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([experiment_id]), "workflowType": "machine_learning"})
     started = time.time()
     page.goto(f"{url}/#/compare-runs?{query}")
     for c in children:
@@ -127,8 +185,8 @@ def test_compare_page_shows_every_child(ui, tmp_path):
 
 
 def test_parent_run_lists_its_summary(ui, tmp_path):
-    url, experiment_id, parent, children, finals, page = ui
-    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts")
+    url, experiment_id, parent, children, finals, page, *_ = ui
+    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts?workflowType=machine_learning")
     page.get_by_text(parent.info.run_name, exact=True).first.wait_for()
     for name in ("summary_table.json", "summary_loss.png", "summary_paths.png",
                  "summary_final_loss_lr.png", "summary_final_loss_optimizer.png"):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.tracking import plots
+from runner.tracking import loss_axis, plots
+from runner.tracking.loss_axis import LossView
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,39 +62,184 @@ def test_grid_points_shapes_corners_and_order():
     np.testing.assert_allclose(Z, 100 * (Y - X**2) ** 2 + (1 - X) ** 2)
 
 
+# ---------------------------------------------------------------- descents with known numbers
+
+
+def f_descent(lr: float, steps: int) -> np.ndarray:
+    """f(x) = 3x² + 2x − 1 along x ← x − lr·(6x + 2) from 0, in float64; inf from the first overflow on
+    (where the runner stops, as a diverged run)."""
+    x, out = 0.0, []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps + 1):
+            value = 3 * x * x + 2 * x - 1
+            out.append(value if np.isfinite(value) else np.inf)
+            if not np.isfinite(value):
+                break
+            x -= lr * (6 * x + 2)
+    return np.array(out)
+
+
+def g_descent(lr: float, steps: int) -> np.ndarray:
+    """g(x1, x2) = (x1 + 5)·x2² along plain gradient descent from (2, 3)."""
+    x1, x2, out = 2.0, 3.0, []
+    for _ in range(steps + 1):
+        out.append((x1 + 5) * x2 * x2)
+        x1, x2 = x1 - lr * x2 * x2, x2 - lr * 2 * (x1 + 5) * x2
+    return np.array(out)
+
+
+def number(text: str) -> float:
+    """A tick label read back as a number (matplotlib writes minus as U+2212)."""
+    return float(text.replace("\N{MINUS SIGN}", "-"))
+
+
+def in_view(axis) -> list:
+    """The major tick labels of an axis that are drawn (ticks inside the view)."""
+    lo, hi = sorted(axis.get_view_interval())
+    return [lab for t, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels()) if lo <= t <= hi]
+
+
+def y_labels(ax) -> list[tuple[float, str]]:
+    """(tick, label) of the y axis's major ticks inside the view, as drawn."""
+    lo, hi = sorted(ax.get_ylim())
+    return [(t, lab.get_text()) for t, lab in zip(ax.get_yticks(), ax.get_yticklabels()) if lo <= t <= hi]
+
+
+def check_readable(fig) -> None:
+    """Every axes' y tick labels carry their tick's value and sign, none twice, none overlapping; the
+    axis labels, titles and tick labels lie inside the figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            assert_inside(ax.yaxis.label, renderer, inside)
+            continue
+        labels = y_labels(ax)
+        assert len(labels) >= 2, labels
+        texts = [text for _, text in labels]
+        assert len(set(texts)) == len(texts), texts
+        for tick, text in labels:
+            assert number(text) == pytest.approx(tick, rel=1e-9), (tick, text)
+        boxes = sorted((lab.get_window_extent(renderer) for lab in in_view(ax.yaxis) if lab.get_text()), key=lambda b: b.y0)
+        for below, above in zip(boxes, boxes[1:]):
+            assert below.y1 <= above.y0, "tick labels overlap"
+        for text in [ax.yaxis.label, ax.xaxis.label, ax.title, *in_view(ax.yaxis), *in_view(ax.xaxis), *ax.texts]:
+            assert_inside(text, renderer, inside)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for i, a in enumerate(panels):  # one panel's labels never run into another's
+        for b in panels[i + 1 :]:
+            assert not a.get_tightbbox(renderer).overlaps(b.get_tightbbox(renderer))
+
+
+def assert_inside(text, renderer, inside) -> None:
+    if text.get_text():
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
+
+
+# ---------------------------------------------------------------- the loss axis
+
+
+def test_loss_view_gap_floor_and_label():
+    view = LossView(-4 / 3)
+    loss = np.array([-1.0, -4 / 3, -1.3333333333333335, np.inf])
+    drawn = view.values(loss)
+    assert drawn[0] == pytest.approx(1 / 3) and drawn[1] == drawn[2] == view.floor and np.isinf(drawn[3])
+    assert view.floor == 2 * np.finfo(float).eps * 4 / 3 and view.at_floor(loss)
+    assert view.label() == "loss − min (min = −1.333333)"
+    assert LossView(0.0).label("final loss") == "final loss (min = 0)"
+    assert LossView(None).label() == "loss" and not LossView(None).at_floor(loss)
+    np.testing.assert_array_equal(LossView(None).values(loss), loss)
+
+
+def test_scale_choice():
+    assert loss_axis.choose_scale(np.array([24.2, 1e-9])) == ("log", None)
+    assert loss_axis.choose_scale(np.array([5.0, 0.1])) == ("linear", None)
+    assert loss_axis.choose_scale(np.array([5.0, 4.0]), gap=True) == ("log", None)
+    assert loss_axis.choose_scale(1e4 * np.exp(-np.arange(300) / 10.0) - 78.3) == ("symlog", 10.0)
+    assert loss_axis.choose_scale(np.linspace(1.0, -1.0, 1000)) == ("linear", None)
+    assert loss_axis.choose_scale(np.array([np.nan, np.inf])) == ("linear", None)
+
+
+def test_log_and_symlog_ticks():
+    assert loss_axis.log_ticks(1e-142, 63.0) == [10.0**e for e in range(-160, 3, 20)]
+    assert loss_axis.log_ticks(0.3, 1.7e308)[-1] == 1e300  # no decade past float's range
+    ticks, stride = loss_axis.symlog_ticks(-78.3, 1e4, 10.0)
+    assert (ticks, stride) == ([-100.0, -10.0, 0.0, 10.0, 100.0, 1000.0, 10000.0], 1)
+    ticks, stride = loss_axis.symlog_ticks(-1e6, 1e6, 1e-88)
+    assert stride == 25 and 0.0 in ticks and len(ticks) <= loss_axis.MAX_LABELS + 2
+    assert [loss_axis.signed_decade(t) for t in (-1e6, 0.0, 1e-5)] == ["−1e+06", "0", "1e−05"]
+
+
 # ---------------------------------------------------------------- loss figures
 
 
-def test_loss_figure_log_for_decaying_positive_curve():
-    steps = np.arange(1000)
-    loss = 24.2 * np.exp(-steps / 50.0) + 1e-9  # Rosenbrock-like: 24 -> ~1e-9
-    loss[500] = np.nan
-    loss[600] = np.inf
-    fig = plots.loss_figure(steps, loss, "rosenbrock")
-    ax = fig.axes[0]
-    assert ax.get_yscale() == "log"
-    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "loss"
-    assert ax.get_title() == "rosenbrock"
-    (line,) = ax.lines
-    x, y = line.get_data()
-    assert len(x) == 998 and np.isfinite(y).all()  # nan and inf points dropped
-    assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 4.8))
+def test_known_minimum_plots_the_gap_on_a_log_axis():
+    """f's loss ends at −4/3: the figure is loss − min, down to rounding, with the floor line."""
+    loss = f_descent(0.1, 100)
+    fig = plots.loss_figure(np.arange(101), loss, "f-manual-lr0.1: loss", -4 / 3)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss − min (min = −1.333333)"
+    (line,) = [ln for ln in ax.lines if ln.get_gid() is None]
+    np.testing.assert_array_equal(line.get_ydata(), np.maximum(loss + 4 / 3, LossView(-4 / 3).floor))
+    assert line.get_ydata()[0] == pytest.approx(1 / 3)
+    (floor,) = [ln for ln in ax.lines if ln.get_gid() == "floor"]
+    assert floor.get_ydata()[0] == LossView(-4 / 3).floor
+    check_readable(fig)
 
 
-def test_loss_figure_linear_for_small_span_crossing_zero():
-    steps = np.arange(1000)
-    loss = np.linspace(1.0, -1.0, 1000)  # finely sampled through 0, magnitudes within ~1 decade
-    assert plots.loss_figure(steps, loss, "t").axes[0].get_yscale() == "linear"
-    # positive but less than 2 decades is linear too
-    pos = np.linspace(5.0, 0.1, 100)
-    assert plots.loss_figure(np.arange(100), pos, "t").axes[0].get_yscale() == "linear"
+def test_positive_loss_over_142_decades_is_readable():
+    """g with lr = 0.1 falls from 63 to 1.4e-142: a log axis labelled every 20 decades, the y label
+    (not clipped off the left edge) and every tick label inside the figure."""
+    loss = g_descent(0.1, 100)
+    assert loss[-1] == pytest.approx(1.411095e-142, rel=1e-6)
+    fig = plots.loss_figure(np.arange(101), loss, "g-sgd-lr0.1: loss")
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss"
+    assert [text for _, text in y_labels(ax)] == [loss_axis.signed_decade(10.0**e) for e in range(-140, 1, 20)]
+    check_readable(fig)
 
 
-def test_loss_figure_symlog_for_sign_change_over_decades():
+def test_diverged_run_shows_its_finite_part_and_where_it_diverged():
+    """f with lr = 0.5 doubles |x| each step until the loss overflows at step 513."""
+    loss = f_descent(0.5, 1000)
+    assert len(loss) == 514 and np.isinf(loss[-1]) and np.isfinite(loss[:-1]).all()
+    fig = plots.loss_figure(np.arange(514), loss, "f-manual-lr0.5: loss", -4 / 3)
+    (ax,) = fig.axes
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "loss (diverged at step 513)"]
+    assert len(line.get_xdata()) == 513 and line.get_xdata()[-1] == 512
+    (marker,) = [ln for ln in ax.lines if ln.get_gid() == "diverged"]
+    assert list(marker.get_xdata()) == [513, 513]
+    assert [t.get_text() for t in ax.texts] == ["diverged at step 513\n(loss inf)"]
+    lo, hi = ax.get_ylim()
+    assert np.isfinite(hi) and hi <= 1e308 and lo < 1 and ax.get_xlim()[1] >= 513
+    check_readable(fig)
+
+
+def test_sign_changing_loss_gets_a_symlog_axis_with_signed_labels():
     steps = np.arange(300)
-    loss = 1e4 * np.exp(-steps / 10.0) - 78.3  # e.g. Styblinski-Tang: 1e4 down to a negative min
-    ax = plots.loss_figure(steps, loss, "t").axes[0]
+    loss = 1e4 * np.exp(-steps / 10.0) - 78.3  # no known minimum, from 1e4 down to −78.3
+    fig = plots.loss_figure(steps, loss, "t")
+    (ax,) = fig.axes
     assert ax.get_yscale() == "symlog"
+    texts = [text for _, text in y_labels(ax)]
+    assert "−1e+01" in texts and "0" in texts and "1e+04" in texts
+    check_readable(fig)
+
+
+def test_the_issue_sweep_symlog_case_has_no_crowded_or_unsigned_labels():
+    """A loss spanning 1e-88 … 1e6 on both sides of 0 (what mixing f's and g's losses gave)."""
+    loss = np.concatenate([np.geomspace(1e6, 1e-88, 60), -np.geomspace(1e-88, 1e6, 60)])
+    fig = plots.loss_figure(np.arange(120), loss, "t")
+    assert fig.axes[0].get_yscale() == "symlog"
+    check_readable(fig)
+
+
+def test_linear_for_small_spans():
+    steps = np.arange(1000)
+    assert plots.loss_figure(steps, np.linspace(1.0, -1.0, 1000), "t").axes[0].get_yscale() == "linear"
+    assert plots.loss_figure(np.arange(100), np.linspace(5.0, 0.1, 100), "t").axes[0].get_yscale() == "linear"
 
 
 def test_overlay_loss_figure_one_line_per_curve_and_shared_scale():
@@ -101,22 +247,44 @@ def test_overlay_loss_figure_one_line_per_curve_and_shared_scale():
     curves = {
         "lr=0.1": (steps, 10 * np.exp(-steps / 5.0) + 1e-8),
         "lr=0.01": (steps, 10 * np.exp(-steps / 50.0) + 1e-3),
-        "lr=1.0": (steps, np.full(200, np.nan)),  # diverged: empty line, still in the legend
+        "lr=1.0": (steps[:3], np.array([10.0, 1e200, np.inf])),  # diverged at step 2
     }
     ax = plots.overlay_loss_figure(curves, "sweep").axes[0]
-    assert [ln.get_label() for ln in ax.lines] == list(curves)
+    runs = [ln for ln in ax.lines if ln.get_gid() is None and not ln.get_label().startswith("_")]
+    assert [ln.get_label() for ln in runs] == ["lr=0.1", "lr=0.01", "lr=1.0 (diverged at step 2)"]
     assert ax.get_yscale() == "log"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curves)
-    np.testing.assert_array_equal(ax.lines[1].get_ydata(), curves["lr=0.01"][1])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [ln.get_label() for ln in runs]
+    np.testing.assert_array_equal(runs[1].get_ydata(), curves["lr=0.01"][1])
+    (marker,) = [ln for ln in ax.lines if ln.get_gid() == "diverged"]
+    assert marker.get_xdata()[0] == 2 and marker.get_color() == runs[2].get_color()
 
 
 def test_overlay_loss_figure_many_curves_legend_outside():
     steps = np.arange(10)
     curves = {f"run{i}": (steps, np.linspace(1, 2, 10) + i) for i in range(12)}
-    ax = plots.overlay_loss_figure(curves, "many").axes[0]
+    fig = plots.overlay_loss_figure(curves, "many")
+    ax = fig.axes[0]
     assert len(ax.lines) == 12 and ax.get_yscale() == "linear"
-    legend = ax.get_legend()
-    assert legend.get_bbox_to_anchor().bounds[0] > ax.bbox.bounds[0] + ax.bbox.bounds[2] - 1
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.x0 >= ax.bbox.x1 and legend.x1 <= fig.bbox.x1  # beside the axes, inside the figure
+
+
+def test_one_panel_per_objective():
+    """The issue's sweep, f and g at lr 0.01 and 0.1: two panels, f's gap and g's loss, both log."""
+    steps = np.arange(101)
+    panels = {
+        "f": ({f"f-manual-lr{lr}": (steps, f_descent(lr, 100)) for lr in (0.01, 0.1)}, -4 / 3),
+        "g": ({f"g-manual-lr{lr}": (steps, g_descent(lr, 100)) for lr in (0.01, 0.1)}, None),
+    }
+    fig = plots.loss_panels_figure(panels, "sweep-{f,g}-manual-lr{0.01,0.1}: loss")
+    assert [ax.get_title() for ax in fig.axes] == ["f", "g"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss − min (min = −1.333333)", "loss"]
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
+    assert fig.get_suptitle() == "sweep-{f,g}-manual-lr{0.01,0.1}: loss"
+    check_readable(fig)
+    single = plots.loss_panels_figure({"f": panels["f"]}, "one")
+    assert len(single.axes) == 1 and single.axes[0].get_title() == "one"
 
 
 # ---------------------------------------------------------------- contour + path figures
@@ -143,6 +311,7 @@ def test_path_figure_labels_line_data_and_limits():
     stars = [c for c in ax.collections if c.get_label() == "known minimum"]
     assert len(stars) == 1 and np.allclose(stars[0].get_offsets(), [[1.0, 1.0]])
     assert len(fig.axes) == 2  # the colorbar
+    check_readable(fig)
 
 
 def test_path_figure_log_levels_for_rosenbrock_linear_for_quadratic():
@@ -156,14 +325,14 @@ def test_path_figure_log_levels_for_rosenbrock_linear_for_quadratic():
 
     fig = plots.path_figure(X, Y, Z, path, ["x1", "x2"], "r")
     assert isinstance(filled(fig).norm, LogNorm)
-    assert fig.axes[1].get_yscale() == "log" and "log" in fig.axes[1].get_ylabel()
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[1].get_ylabel() == "objective − its lowest value here (log scale)"
     levels = filled(fig).levels
     np.testing.assert_allclose(levels[1:] / levels[:-1], levels[1] / levels[0])  # geometric
     assert levels[-1] / levels[0] > 1e3
     X, Y, Z = _grid(quad, [path], [[0.0, 0.0]])
     fig = plots.path_figure(X, Y, Z, path, ["x", "y"], "q")
     assert not isinstance(filled(fig).norm, LogNorm)
-    assert fig.axes[1].get_yscale() != "log" and fig.axes[1].get_ylabel() == "f"
+    assert fig.axes[1].get_yscale() != "log" and fig.axes[1].get_ylabel() == "objective"
 
 
 def test_path_figure_drops_nonfinite_rows_and_survives_bad_z():
@@ -192,6 +361,9 @@ def test_overlay_paths_figure_one_coloured_line_per_path():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["sgd", "adam", "lbfgs", "known minimum"]
     assert ax.get_xlabel() == "x" and ax.get_ylabel() == "y"
+    check_readable(fig)
+    many = {f"run{i}": p + 0.01 * i for i, p in enumerate(list(paths.values()) * 4)}  # 12: legend below
+    check_readable(plots.overlay_paths_figure(X, Y, Z, many, ["x", "y"], "paths", minima=[[0.0, 0.0]]))
 
 
 # ---------------------------------------------------------------- final loss
@@ -216,6 +388,32 @@ def test_final_loss_figure_numeric_strings_linear_and_diverged_marked():
     crosses = [c for c in ax.collections if c.get_label() == "diverged (non-finite)"]
     assert len(crosses) == 1 and crosses[0].get_offsets()[0][0] == 0.9
     assert ax.get_xlim()[1] >= 0.9
+
+
+def test_final_loss_gap_at_the_minimum_and_a_diverged_run():
+    """f at lr 0.01 … 0.5 for 1000 steps: three runs end at −4/3 to rounding, lr = 0.5 diverges."""
+    finals = [f_descent(lr, 1000)[-1] for lr in (0.01, 0.1, 0.3, 0.5)]
+    assert finals[:3] == pytest.approx([-4 / 3] * 3, abs=1e-15) and np.isinf(finals[3])
+    fig = plots.final_loss_figure([0.01, 0.1, 0.3, 0.5], finals, "lr", "t", -4 / 3)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "final loss − min (min = −1.333333)"
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [LossView(-4 / 3).floor] * 3)
+    assert [ln.get_gid() for ln in ax.lines].count("floor") == 1
+    assert [c.get_offsets()[0][0] for c in ax.collections if c.get_label() == "diverged (non-finite)"] == [0.5]
+    check_readable(fig)
+
+
+def test_final_loss_panels_one_per_objective_one_line_per_series():
+    panels = {
+        "f": ({"optimizer=manual": ([0.01, 0.1], [f_descent(lr, 100)[-1] for lr in (0.01, 0.1)]),
+               "optimizer=sgd": ([0.01, 0.1], [f_descent(lr, 100)[-1] for lr in (0.01, 0.1)])}, -4 / 3),
+        "g": ({"optimizer=manual": ([0.01, 0.1], [g_descent(lr, 100)[-1] for lr in (0.01, 0.1)])}, None),
+    }
+    fig = plots.final_loss_panels_figure(panels, "lr", "sweep: final loss vs lr")
+    assert [ax.get_title() for ax in fig.axes] == ["f", "g"]
+    assert [len([ln for ln in ax.lines if ln.get_gid() is None]) for ax in fig.axes] == [2, 1]
+    assert fig.axes[0].get_legend() is not None
+    check_readable(fig)
 
 
 def test_final_loss_figure_strings_are_categories():

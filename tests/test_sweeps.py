@@ -233,12 +233,12 @@ def test_failing_job_ends_the_parent_failed(tmp_path, empty_store):
     tags = parent.data.tags
     assert (tags["sweep.outcome"], tags["sweep.children"], tags["sweep.failed"]) == ("failed_jobs", "2", "1")
     by_name = {c.info.run_name: c for c in children}
-    assert by_name["custom-adam-lr0.6"].info.status == "FAILED"
-    assert by_name["custom-adam-lr0.001"].info.status == "FINISHED"
-    assert tags["best_child"] == "custom-adam-lr0.001"
+    assert by_name["custom-203ac2-adam-lr0.6"].info.status == "FAILED"
+    assert by_name["custom-203ac2-adam-lr0.001"].info.status == "FINISHED"
+    assert tags["best_child"] == "custom-203ac2-adam-lr0.001"
     rows = {r["run_name"]: r for r in summary_table(client, parent.info.run_id)}
-    assert rows["custom-adam-lr0.6"]["status"] == "FAILED" and rows["custom-adam-lr0.6"]["outcome"] == "failed"
-    assert float(rows["custom-adam-lr0.001"]["final_loss"]) == loss_history(client, by_name["custom-adam-lr0.001"].info.run_id)[-1]
+    assert rows["custom-203ac2-adam-lr0.6"]["status"] == "FAILED" and rows["custom-203ac2-adam-lr0.6"]["outcome"] == "failed"
+    assert float(rows["custom-203ac2-adam-lr0.001"]["final_loss"]) == loss_history(client, by_name["custom-203ac2-adam-lr0.001"].info.run_id)[-1]
     assert f"parent run {parent.info.run_id} ended FAILED (failed_jobs)" in result.stderr
 
 

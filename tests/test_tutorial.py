@@ -1,4 +1,4 @@
-"""The tutorial's numbers (../shared/seed/REFERENCE.md), reproduced by the runner's pieces."""
+"""The tutorial's numbers (docs/tutorial.md), reproduced by the runner's pieces."""
 
 from __future__ import annotations
 

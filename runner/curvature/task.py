@@ -42,8 +42,9 @@ from runner.descent.loop import sample_coords
 from runner.descent.optimizers import optimizer_name
 from runner.descent.problem import Problem
 from runner.errors import UserError
+from runner.tracking import links
 from runner.tracking.fingerprint import fingerprint
-from runner.tracking.naming import swept_extras
+from runner.tracking.naming import objective_label, swept_extras
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, open_store
 from runner.tracking.store import resolve_uri
@@ -199,11 +200,20 @@ def compute_derivatives(problem: Problem, backend: Any, dtype_name: str = "", de
 # -- the table -----------------------------------------------------------------------------------
 
 
+SIGNIFICANT = 12  # digits printed of a float64 number; the JSON artifact and MLflow keep all 17
+
+
 def _number(value: float, dtype: str) -> str:
-    """Shortest round-trip text of a number in the run's precision (``9.0``, ``8.999999999993236``)."""
+    """A number at the precision that means something: the shortest text that reads back as the
+    value rounded to 12 significant digits in float64 (``24.2``, not the 24.199999999999996 that
+    0.1-steps of arithmetic leave; ``8.99999999999`` for a finite difference of 9, whose error
+    shows), and the shortest round-trip text of the float32 value in float32."""
     if value is None or not math.isfinite(value):
         return str(value)
-    text = str(np.float32(value)) if dtype == "float32" else str(np.float64(value))
+    if dtype == "float32":
+        text = str(np.float32(value))
+    else:
+        text = repr(float(f"{float(value):.{SIGNIFICANT}g}"))
     return "0.0" if text == "-0.0" else text
 
 
@@ -369,13 +379,12 @@ def as_json(d: Derivatives) -> str:
 
 
 def run_name(cfg: DictConfig, problem: Problem, backend: Any) -> str:
-    """``g-derivatives-autograd``, plus ``-<key><value>`` for keys a multirun sweeps."""
+    """``g-derivatives-autograd`` (a custom objective with its tag, ``custom-9c1b1e-derivatives-autograd``),
+    plus ``-<key><value>`` for keys a multirun sweeps."""
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    parts = [problem.name, "derivatives", backend.name]
-    for key, value in swept_extras(cfg).items():
-        if key != "backend":
-            parts.append(f"{key.rsplit('.', 1)[-1]}{value}")
+    parts = [objective_label(OmegaConf.to_container(cfg.objective, resolve=True)), "derivatives", backend.name]
+    parts += [f"{key.rsplit('.', 1)[-1]}{value}" for key, value in swept_extras(cfg).items()]
     return "-".join(parts)
 
 
@@ -384,7 +393,8 @@ def run_derivatives(cfg: DictConfig) -> float:
     result, table, recorder = derivatives_recorded(cfg)
     sys.stdout.write(table)
     if recorder is not None:
-        print(f"  mlflow run {recorder.run_id} in experiment '{cfg.tracking.experiment}' at {resolve_uri(cfg.tracking.uri)}")
+        experiment_id = recorder.store.get_experiment_id()
+        print(links.run_lines(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment, experiment_id, recorder.run_id))
     sys.stdout.flush()
     return result.value
 

@@ -176,16 +176,20 @@ class SweepCallback(Callback):
             if self._guard is not None:
                 self._guard.release(done=ended)
         print(f"sweep: {result_line(self._run_id, status, outcome, best)}", flush=True)
-        page = f"#/experiments/{experiment_id}/runs/{self._run_id}"
-        if self._uri.startswith(("http://", "https://")):
-            print(f"  compare the runs at {self._uri.rstrip('/')}/{page}", flush=True)
-        else:
-            from runner.tracking.store import DEFAULT_URI
-
-            serve = "python -m runner.serve" + ("" if self._uri == DEFAULT_URI else f" --store {self._uri}")
-            print(f"  compare the runs: {serve}, then open http://127.0.0.1:5000/{page}", flush=True)
+        if experiment_id:
+            print(sweep_links(self._uri, experiment_id, self._run_id), flush=True)
         self._run_id = None
         stop_idle_workers()
+
+
+def sweep_links(uri: str, experiment_id: str, parent_id: str) -> str:
+    """Where to look: the experiment's runs (the sweep's children grouped under its parent) and the
+    parent run (the summary), both in the UI's model-training view (:mod:`runner.tracking.links`)."""
+    from runner.tracking import links
+
+    server = links.server_url(uri)
+    return (f"  compare the runs: {links.how_to_open(uri, links.runs_page(server, experiment_id))}\n"
+            f"  the sweep's summary: {links.run_page(server, experiment_id, parent_id)}")
 
 
 def stop_idle_workers() -> None:

@@ -1,18 +1,25 @@
 """How runs are named, and how a sweep tells its jobs which parent and keys they belong to.
 
-A run's name says what it is: ``<objective>-<optimizer>-lr<lr>`` (``g-sgd-lr0.1``), and in a multirun
-``-<key><value>`` for every other key the sweep varies (``g-sgd-lr0.1-momentum0.9``). The sweep
+A run's name says what it is: ``<objective>-<optimizer>-lr<lr>`` (``g-sgd-lr0.1``), then the backend
+when it is not autograd (``f-manual-lr0.1-finite_diff``), and in a multirun ``-<key><value>`` for
+every other key the sweep varies (``g-sgd-lr0.1-momentum0.9``). A custom objective is named with a
+short stable tag of its expression or target (``custom-9c1b1e-manual-lr0.1``), so that two different
+expressions never share a name; the expression itself is the param ``objective.expr``. The sweep
 callback (:mod:`runner.sweeps.callback`) runs in the launching process and hands the jobs, wherever
 they run, two environment variables: the parent run and the swept keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Mapping
 
 PARENT_ENV = "RUNNER_PARENT_RUN_ID"  # set by the sweep callback: the multirun's parent run
 SWEPT_ENV = "RUNNER_SWEPT_KEYS"  # set by the sweep callback: comma-separated keys the sweep varies
+# Keys every name already shows (the expression and target through the objective's tag).
+NAMED = ("objective", "optimizer", "lr", "schedule", "backend", "objective.expr", "objective.target")
+TAG_DIGITS = 6  # hex digits of a custom objective's tag: 16.7 million tags
 
 
 def swept_extras(cfg: Any) -> dict[str, Any]:
@@ -34,7 +41,7 @@ def swept_extras(cfg: Any) -> dict[str, Any]:
     extras = {}
     for item in hc.overrides.task:
         key, _, value = item.lstrip("+~").partition("=")
-        if key in ("objective", "optimizer", "lr", "schedule") or key.startswith(("tracking", "hydra", "progress")):
+        if key in NAMED or key.startswith(("tracking", "hydra", "progress")):
             continue
         if swept is not None and key not in swept.split(","):
             continue
@@ -49,10 +56,26 @@ def format_number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = (), schedule: str | None = None) -> str:
-    """``g-sgd-lr0.1``, ``g-sgd-lr0.1-cosine`` with a schedule, plus ``-<key><value>`` for other
-    swept keys."""
-    parts = [objective, optimizer, f"lr{format_number(lr)}"] + ([schedule] if schedule else [])
+def objective_label(objective: Mapping[str, Any]) -> str:
+    """The objective as names show it: ``objective.name``, and for ``custom`` a tag of its expression
+    (or target): the first 6 hex digits of the SHA-1 of its text without spaces (``custom-9c1b1e``).
+    ``objective`` is the objective's config, or its params as MLflow keeps them (``expr`` the text of
+    the value, ``null`` for none): both give the same tag."""
+    name = str(objective.get("name"))
+    if name != "custom":
+        return name
+    source = next((str(v) for v in (objective.get("expr"), objective.get("target")) if v not in (None, "null")), None)
+    if source is None:
+        return name
+    digest = hashlib.sha1("".join(source.split()).encode()).hexdigest()
+    return f"{name}-{digest[:TAG_DIGITS]}"
+
+
+def run_name(objective: str, optimizer: str, lr: float, extras: Mapping[str, Any] = (), backend: str = "autograd",
+             schedule: str | None = None) -> str:
+    """``g-sgd-lr0.1``, then the schedule when the lr is not constant (``g-sgd-lr0.1-cosine``), the
+    backend unless autograd, then ``-<key><value>`` for other swept keys."""
+    parts = [objective, optimizer, f"lr{format_number(lr)}"] + ([schedule] if schedule else []) + ([backend] if backend != "autograd" else [])
     for key, value in dict(extras).items():
         parts.append(f"{key.rsplit('.', 1)[-1]}{format_number(value) if isinstance(value, float) else value}")
     return "-".join(parts)

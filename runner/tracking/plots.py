@@ -2,15 +2,17 @@
 
 Pure functions from numpy arrays to matplotlib figures and PNG files. They run in the tracking
 (logging) process, which must start fast, so only numpy is imported here; matplotlib is imported
-inside the functions, and only its object API (``matplotlib.figure.Figure``; PNGs are written by
-``fig.savefig`` through the Agg canvas). No pyplot: no global figure registry, no GUI backend, so
-figures can be built in any thread. No torch: callers pass numpy arrays.
+inside the functions, and only its object API (``matplotlib.figure.Figure`` on an Agg canvas). No
+pyplot: no global figure registry, no GUI backend, so figures can be built in any thread. No torch:
+callers pass numpy arrays.
 
-Scale rule (``loss_figure``, ``overlay_loss_figure``, ``final_loss_figure``): a loss that decays
-from 1e3 to 1e-8 is a flat line on a linear axis, so finite values that are all > 0 and span more
-than 2 decades get a log axis; values that change sign (or touch 0) and whose magnitudes span more
-than 2 decades get symlog (linear within the 10th-percentile magnitude of 0); anything else stays
-linear, where a log axis would only distort. Non-finite points (diverged runs) are dropped.
+What a loss axis shows (the gap to a known minimum, or the loss) and how it is scaled (log, symmetric
+log or linear, every label with its sign) is :mod:`runner.tracking.loss_axis`. A run that diverged
+ends on a non-finite loss: its finite part is drawn, and a dashed vertical line marks the step where
+it diverged. Every figure is laid out once by measuring its texts (``tight_layout``), so no tick label,
+axis label or legend is cut off at the edge. A sweep's overlays take one panel per objective
+(:func:`loss_panels_figure`, :func:`final_loss_panels_figure`): losses of different functions share
+no axis.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from runner.tracking.loss_axis import DECADES, LossView, apply_scale
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 FIGSIZE = (6.4, 4.8)
+PANEL = (5.6, 4.3)  # one panel of a figure with several
 DPI = 110
-DECADES = 2.0  # "spans decades": max/min magnitude ratio above 10**DECADES
-MINOR_DECADES = 3.0  # a log axis over more decades than this shows no minor ticks
+LEGEND_INSIDE = 8  # legend entries drawn inside the axes, at most
+PATH_MARGINS = {"left": 0.11, "right": 0.97, "bottom": 0.1, "top": 0.93}  # path_figure's fixed layout
+
+Curve = tuple  # (steps, loss): a non-finite loss marks the step where the run diverged
 
 
 def contour_bounds(
@@ -63,117 +70,247 @@ def grid_points(bounds: Sequence[float], n: int = 120) -> tuple[np.ndarray, np.n
     return X, Y, np.column_stack([X.ravel(), Y.ravel()])
 
 
-def _new_axes(title: str) -> tuple[Figure, Axes]:
+# -- figures and their layout ----------------------------------------------------------------------
+def new_figure(title: str, panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure on an Agg canvas with ``panels`` axes (two per row); the title on the axes, or
+    above all panels when there are several."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    # Fixed margins instead of tight_layout / bbox_inches="tight": those measure every tick label's
-    # text (two extra layout passes, most of a figure's cost), and these figures' layout is known.
-    fig = Figure(figsize=FIGSIZE)
-    fig.subplots_adjust(left=0.12, right=0.96, bottom=0.11, top=0.92)
-    ax = fig.add_subplot()
-    ax.set_title(title)
-    return fig, ax
+    cols = min(panels, 2)
+    rows = -(-panels // cols)
+    size = FIGSIZE if panels == 1 else (PANEL[0] * cols, PANEL[1] * rows + 0.4)
+    fig = Figure(figsize=size, dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
+    if panels == 1:
+        axes[0].set_title(title)
+    else:
+        fig.suptitle(title)
+    return fig, axes
 
 
-def _finite_xy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    keep = np.isfinite(x) & np.isfinite(y)
-    return x[keep], y[keep]
+def fit_layout(fig: Figure, pad: float = 6.0) -> Figure:
+    """Move the axes in or out until their decorations (tick labels, axis labels, titles, legends and
+    texts) lie ``pad`` pixels inside the figure, and under the figure's own title: a y axis labelled
+    ``1e−142`` needs more room than one labelled ``10``. Only the decorations are measured, not the
+    plotted data: matplotlib's ``tight_layout`` also measures every line and contour, which made a
+    loss figure ~55 ms and a path figure ~90 ms slower (CPU, the 2-core dev box; this costs a few ms).
+    Panels keep matplotlib's spacing (a fifth of a panel), which holds their labels."""
+    from matplotlib.transforms import Bbox
 
-
-def _yscale(values: np.ndarray) -> tuple[str, dict[str, Any]]:
-    """Scale name and ``set_yscale`` kwargs for these values, by the module docstring's rule."""
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return "linear", {}
-    if v.min() > 0:
-        with np.errstate(over="ignore"):  # 1e300 / 1e-10 is inf, and rightly "spans decades"
-            spans = v.max() / v.min() > 10**DECADES
-        return ("log", {}) if spans else ("linear", {})
-    mag = np.abs(v[v != 0])
-    if v.max() > 0 and mag.size:  # changes sign, or runs from 0 up
-        # A robust small magnitude: a curve sampled finely through 0 has tiny |v| near the crossing
-        # and must not count as spanning decades for that alone.
-        small = float(np.percentile(mag, 10))
-        with np.errstate(over="ignore"):
-            spans = mag.max() / small > 10**DECADES
-        if spans:
-            return "symlog", {"linthresh": small}
-    return "linear", {}
-
-
-def _plain_log_labels(axis) -> None:
-    """Label a log (or symlog) axis ``1e-05`` instead of matplotlib's default mathtext $10^{-5}$:
-    parsing and typesetting mathtext was half the time of drawing a loss figure on a log axis
-    (~175 against ~90 ms on the dev box), and the plain form reads as well."""
-    from matplotlib.ticker import LogFormatter
-
-    axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-
-
-def _apply_yscale(ax: Axes, values: np.ndarray) -> None:
-    """Set the y scale by the module's rule. A log axis over more than ``MINOR_DECADES`` decades
-    loses its minor ticks: eight per decade, each a matplotlib Tick object, they made such a loss
-    figure ~1.7× slower to draw (~200 against ~125 ms on the dev box) while too dense to read."""
-    scale, kw = _yscale(values)
-    ax.set_yscale(scale, **kw)
-    if scale != "linear":
-        _plain_log_labels(ax.yaxis)
-    v = np.abs(np.asarray(values, dtype=float))
-    v = v[np.isfinite(v) & (v > 0)]
-    if scale != "linear" and v.size:
-        with np.errstate(over="ignore"):
-            if v.max() / (kw.get("linthresh") or v.min()) > 10**MINOR_DECADES:
-                from matplotlib.ticker import NullLocator
-
-                ax.yaxis.set_minor_locator(NullLocator())
-
-
-def loss_figure(steps: np.ndarray, loss: np.ndarray, title: str) -> Figure:
-    """Loss against step for one run; y-scale by the module's rule, non-finite points dropped."""
-    return _loss_axes({"loss": (steps, loss)}, title, legend=False)
-
-
-def overlay_loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
-    """Several runs' (steps, loss) curves on one axes, one line per run labelled with its name.
-
-    The scale rule is applied to all curves' values together so they share one comparable axis.
-    With more than 8 curves the legend goes outside the axes in a small font.
-    """
-    return _loss_axes(curves, title, legend=True)
-
-
-def _loss_axes(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, legend: bool) -> Figure:
-    fig, ax = _new_axes(title)
-    ys = [np.empty(0)]
-    for name, (steps, loss) in curves.items():
-        x, y = _finite_xy(steps, loss)
-        ax.plot(x, y, lw=1.5 if len(curves) == 1 else 1.2, label=str(name))
-        ys.append(y)
-    _apply_yscale(ax, np.concatenate(ys))
-    ax.set(xlabel="step", ylabel="loss")
-    ax.grid(True, which="both", alpha=0.3)
-    if legend:
-        _legend(ax, len(curves))
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = [box for ax in fig.axes for box in _decorations(ax, renderer)]
+    used = Bbox.union([b for b in boxes if np.isfinite(b.bounds).all()])
+    top = min([height - pad] + [t.get_window_extent(renderer).y0 - pad for t in fig.texts if t.get_text()])
+    sp = fig.subplotpars
+    fig.subplots_adjust(
+        left=(sp.left * width + pad - used.x0) / width,
+        right=(sp.right * width + width - pad - used.x1) / width,
+        bottom=(sp.bottom * height + pad - used.y0) / height,
+        top=(sp.top * height + top - used.y1) / height,
+    )
     return fig
 
 
+def _decorations(ax: Axes, renderer) -> list:
+    """The boxes (display pixels) of what is drawn around and on an axes, its data aside."""
+    boxes = [ax.bbox, ax.yaxis.get_tightbbox(renderer), ax.xaxis.get_tightbbox(renderer)]
+    texts = [ax.title, *ax.texts] + ([ax.get_legend()] if ax.get_legend() is not None else [])
+    boxes += [t.get_window_extent(renderer) for t in texts if not hasattr(t, "get_text") or t.get_text()]
+    return [b for b in boxes if b is not None]
+
+
 def _legend(ax: Axes, n: int, below: bool = False) -> None:
-    """A legend inside the axes for up to 8 entries; beyond that outside, beside the axes, or
-    below them where a colorbar already stands beside them."""
-    if n > 8 and below:
-        rows = -(-n // 3)
-        ax.figure.subplots_adjust(bottom=min(0.55, 0.2 + 0.04 * rows))
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="x-small", borderaxespad=0)
-    elif n > 8:
-        ax.figure.subplots_adjust(right=0.72)  # room for the legend beside the axes
+    """A legend inside the axes for up to ``LEGEND_INSIDE`` entries; beyond that outside, beside the
+    axes, or below them where a colorbar already stands beside them (the layout makes room)."""
+    if n > LEGEND_INSIDE and below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize="x-small", borderaxespad=0)
+    elif n > LEGEND_INSIDE:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
     elif n:
         ax.legend(fontsize="small")
 
 
+# -- loss curves -----------------------------------------------------------------------------------
+def divergence(steps: np.ndarray, loss: np.ndarray) -> tuple[int, float] | None:
+    """(step, loss) at the first non-finite loss, where the run diverged; None if it did not."""
+    loss = np.asarray(loss, dtype=float).ravel()
+    bad = np.flatnonzero(~np.isfinite(loss))
+    if not bad.size:
+        return None
+    return int(np.asarray(steps).ravel()[bad[0]]), float(loss[bad[0]])
+
+
+def _mark_divergence(ax: Axes, step: int, value: float, color: Any, annotate: bool) -> None:
+    """A dashed vertical line at the step where a run diverged (``gid="diverged"``), a cross on the
+    top edge, and with ``annotate`` the words."""
+    ax.axvline(step, color=color, ls="--", lw=1.2, gid="diverged")
+    ax.plot([step], [1.0], marker="X", ms=9, color=color, mec="k", mew=0.5, transform=ax.get_xaxis_transform(),
+            clip_on=False, zorder=6, label="_divergence")
+    if annotate:
+        left = step > 0 and step >= 0.5 * max(ax.dataLim.x1, 1.0)
+        ax.annotate(f"diverged at step {step}\n(loss {value})", xy=(step, 0.95), xycoords=ax.get_xaxis_transform(),
+                    xytext=(-6 if left else 6, 0), textcoords="offset points", ha="right" if left else "left",
+                    va="top", color="tab:red", fontsize="small", bbox={"fc": "white", "ec": "none", "alpha": 0.8})
+
+
+def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate: bool) -> np.ndarray:
+    """Each curve's finite part as one line (labelled with its name, and where it diverged); the
+    values drawn."""
+    from matplotlib import colormaps
+
+    drawn = [np.empty(0)]
+    for i, (name, (steps, loss)) in enumerate(curves.items()):
+        steps, loss = np.asarray(steps, dtype=float).ravel(), np.asarray(loss, dtype=float).ravel()
+        y = view.values(loss)
+        keep = np.isfinite(y) & np.isfinite(steps)
+        color = f"C{i}" if len(curves) <= 10 else colormaps["tab20"](i % 20)
+        (line,) = ax.plot(steps[keep], y[keep], lw=1.5 if len(curves) == 1 else 1.2, color=color, label=str(name))
+        found = divergence(steps, loss)
+        if found is not None:
+            line.set_label(f"{name} (diverged at step {found[0]})")
+            _mark_divergence(ax, *found, color=line.get_color(), annotate=annotate)
+        drawn.append(y[keep])
+    return np.concatenate(drawn)
+
+
+def _floor_line(ax: Axes, view: LossView, losses: Sequence) -> None:
+    """A dotted line at the floor (``gid="floor"``) when some loss reached the minimum, to rounding."""
+    if view.at_floor(np.concatenate([np.asarray(loss, dtype=float).ravel() for loss in losses] or [[]])):
+        ax.axhline(view.floor, ls=":", color="0.3", lw=1.0, gid="floor", label="minimum reached (within rounding)")
+
+
+def _loss_axes(ax: Axes, curves: Mapping[str, Curve], min_value: float | None, legend: bool) -> None:
+    """Curves on ``ax``: the view (gap or loss), the scale, labels, the floor line, the legend."""
+    view = LossView(min_value)
+    drawn = _draw_curves(ax, curves, view, annotate=not legend)
+    _floor_line(ax, view, [loss for _, loss in curves.values()])
+    apply_scale(ax, drawn, gap=view.min_value is not None)
+    ax.set(xlabel="step", ylabel=view.label("loss"))
+    ax.grid(True, which="both", alpha=0.3)
+    entries = [h for h in ax.get_legend_handles_labels()[1]]
+    if legend or len(entries) > 1:
+        _legend(ax, len(entries))
+
+
+def loss_figure(steps: np.ndarray, loss: np.ndarray, title: str, min_value: float | None = None) -> Figure:
+    """Loss against step for one run: its gap to ``min_value`` when known (module docstring)."""
+    fig, (ax,) = new_figure(title)
+    _loss_axes(ax, {"loss": (steps, loss)}, min_value, legend=False)
+    return fit_layout(fig)
+
+
+def overlay_loss_figure(curves: Mapping[str, Curve], title: str, min_value: float | None = None) -> Figure:
+    """Several runs of one objective on one axes, one line per run labelled with its name; one
+    scale for all, so that they compare. Beyond 8 curves the legend goes beside the axes."""
+    fig, (ax,) = new_figure(title)
+    _loss_axes(ax, curves, min_value, legend=True)
+    return fit_layout(fig)
+
+
+def loss_panels_figure(panels: Mapping[str, tuple[Mapping[str, Curve], float | None]], title: str) -> Figure:
+    """One panel per objective (``{objective: (curves, min value)}``), each its own scale; a single
+    objective is :func:`overlay_loss_figure`."""
+    if len(panels) == 1:
+        ((curves, min_value),) = panels.values()
+        return overlay_loss_figure(curves, title, min_value)
+    fig, axes = new_figure(title, len(panels))
+    for ax, (objective, (curves, min_value)) in zip(axes, panels.items()):
+        ax.set_title(str(objective))
+        _loss_axes(ax, curves, min_value, legend=True)
+    return fit_layout(fig)
+
+
+# -- final loss against a swept value --------------------------------------------------------------
+Series = Mapping  # {label: (swept values, final losses)}; label "" for a single unlabelled series
+
+
+def final_loss_figure(
+    values: Sequence, final_loss: Sequence[float], param: str, title: str, min_value: float | None = None
+) -> Figure:
+    """Final loss (its gap to ``min_value`` when known) against one swept parameter, one point per run.
+
+    Numeric values (numbers, or strings that parse as numbers, as MLflow params come back) go on
+    a numeric x axis, joined in sorted order, with log x when all > 0 and spanning > 1 decade
+    (learning rates). Anything else (optimizer names) becomes categories in first-seen order.
+    Runs with a non-finite final loss (diverged) are red crosses along the top edge rather than
+    silently vanishing.
+    """
+    return final_loss_panels_figure({"": ({"": (values, final_loss)}, min_value)}, param, title)
+
+
+def final_loss_panels_figure(panels: Mapping[str, tuple[Series, float | None]], param: str, title: str) -> Figure:
+    """:func:`final_loss_figure` with one panel per objective (``{objective: (series, min value)}``)
+    and one line per series (a combination of the sweep's other values) in each."""
+    fig, axes = new_figure(title, len(panels))
+    for ax, (objective, (series, min_value)) in zip(axes, panels.items()):
+        if len(panels) > 1:
+            ax.set_title(str(objective))
+        _final_loss_axes(ax, series, param, LossView(min_value))
+    return fit_layout(fig)
+
+
+def _final_loss_axes(ax: Axes, series: Series, param: str, view: LossView) -> None:
+    values = [v for vs, _ in series.values() for v in vs]
+    numeric = _as_numbers(values) is not None
+    cats = None if numeric else list(dict.fromkeys(str(v) for v in values))
+    drawn, crosses = [np.empty(0)], []
+    for i, (label, (vs, losses)) in enumerate(series.items()):
+        x = _as_numbers(vs) if numeric else np.array([cats.index(str(v)) for v in vs], dtype=float)
+        y = view.values(np.asarray(losses, dtype=float).ravel())
+        if numeric:
+            order = np.argsort(x, kind="stable")
+            x, y = x[order], y[order]
+        ok = np.isfinite(x) & np.isfinite(y)
+        ax.plot(x[ok], y[ok], "-o" if numeric else "o", ms=5 if numeric else 6, color=f"C{i % 10}",
+                label=str(label) if label else "_series")
+        drawn.append(y[ok])
+        crosses += [v for v, ok_y in zip(x, np.isfinite(y)) if not ok_y and np.isfinite(v)]
+    _swept_axis(ax, _as_numbers(values) if numeric else None, cats)
+    _floor_line(ax, view, [losses for _, losses in series.values()])
+    if crosses:
+        ax.scatter(crosses, np.full(len(crosses), 0.97), marker="x", c="tab:red", s=50, zorder=5,
+                   transform=ax.get_xaxis_transform(), label="diverged (non-finite)")
+        ax.update_datalim(np.column_stack([crosses, np.ones(len(crosses))]), updatey=False)
+        ax.autoscale_view()
+    apply_scale(ax, np.concatenate(drawn), gap=view.min_value is not None)
+    ax.set(xlabel=param, ylabel=view.label("final loss"))
+    ax.grid(True, which="both", alpha=0.3)
+    entries = [text for text in ax.get_legend_handles_labels()[1]]
+    if entries:
+        _legend(ax, len(entries))
+
+
+def _swept_axis(ax: Axes, x: np.ndarray | None, cats: list[str] | None) -> None:
+    """Log x for positive numbers over more than a decade; categories as named ticks."""
+    if x is not None:
+        xf = x[np.isfinite(x)]
+        if xf.size and xf.min() > 0 and xf.max() / xf.min() > 10:
+            from matplotlib.ticker import LogFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+            ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+        return
+    slanted = len(cats) > 4
+    ax.set_xticks(range(len(cats)), cats, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_xlim(-0.5, len(cats) - 0.5)
+
+
+def _as_numbers(values: Sequence) -> np.ndarray | None:
+    """Float array if every value is a number (bools excluded) or a numeric string, else None."""
+    if len(values) == 0 or any(isinstance(v, (bool, np.bool_)) for v in values):
+        return None
+    try:
+        return np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- descent paths over contours -------------------------------------------------------------------
 def _contour(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, cmap: str) -> None:
     """Filled contour of Z; log-spaced levels of Z - min Z when Z spans decades.
 
@@ -196,11 +333,12 @@ def _contour(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, cmap: str) -
         gap = gap + hi * 1e-12  # tiny: keep the minimum itself on the log scale
         cs = ax.contourf(X, Y, gap, levels=levels, norm=LogNorm(lo, hi), cmap=cmap, extend="min")
         ax.contour(X, Y, gap, levels=levels[::3], colors="k", linewidths=0.3, alpha=0.3)
-        ax.figure.colorbar(cs, ax=ax, label="f − min f (log scale)", ticks=LogLocator(), format=LogFormatter())
+        ax.figure.colorbar(cs, ax=ax, use_gridspec=True, label="objective − its lowest value here (log scale)",
+                           ticks=LogLocator(), format=LogFormatter())
     else:
         cs = ax.contourf(X, Y, Zm, levels=30, cmap=cmap)
         ax.contour(X, Y, Zm, levels=10, colors="k", linewidths=0.3, alpha=0.3)
-        ax.figure.colorbar(cs, ax=ax, label="f")
+        ax.figure.colorbar(cs, ax=ax, use_gridspec=True, label="objective")
 
 
 def _finite_rows(path: np.ndarray) -> np.ndarray:
@@ -229,9 +367,11 @@ def path_figure(
     The path is one line with markers (its non-finite rows dropped), its first and last points
     marked and annotated 'start' and 'end'; known minima are gold stars; axes are labelled with
     ``var_names`` and limited to the grid, so a diverging path leaves the frame instead of
-    squashing the contour.
+    squashing the contour. Drawn for every 2-D run, it keeps fixed margins instead of
+    :func:`fit_layout`: what it labels is known (two variable names, coordinates, the colorbar), and
+    measuring it cost ~100 ms a figure (CPU, the 2-core dev box), as much as drawing it.
     """
-    fig, ax = _new_axes(title)
+    fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "viridis")
     from matplotlib.patheffects import withStroke
 
@@ -244,6 +384,7 @@ def path_figure(
                     color="white", fontweight="bold", zorder=7,
                     path_effects=[withStroke(linewidth=2, foreground="black")])
     _decorate_path_axes(ax, X, Y, var_names, minima)
+    fig.subplots_adjust(**PATH_MARGINS)
     return fig
 
 
@@ -254,7 +395,7 @@ def overlay_paths_figure(
     """Several runs' descent paths on one (grey) contour, one colour and legend entry per run."""
     from matplotlib import colormaps
 
-    fig, ax = _new_axes(title)
+    fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "Greys")
     for i, (name, path) in enumerate(paths.items()):
         p = _finite_rows(path)
@@ -264,60 +405,7 @@ def overlay_paths_figure(
             ax.scatter(p[:1, 0], p[:1, 1], marker="o", s=40, c=[color], edgecolors="k", zorder=5)
     _decorate_path_axes(ax, X, Y, var_names, minima)
     _legend(ax, len(paths) + (1 if len(minima) else 0), below=True)
-    return fig
-
-
-def final_loss_figure(values: Sequence, final_loss: Sequence[float], param: str, title: str) -> Figure:
-    """Final loss against one swept parameter (one point per run).
-
-    Numeric values (numbers, or strings that parse as numbers, as MLflow params come back) go on
-    a numeric x axis, joined in sorted order, with log x when all > 0 and spanning > 1 decade
-    (learning rates). Anything else (optimizer names) becomes categories in first-seen order.
-    The y axis follows the module's scale rule; runs with a non-finite final loss (diverged) are
-    drawn as red crosses along the top edge rather than silently vanishing.
-    """
-    fig, ax = _new_axes(title)
-    y = np.asarray(final_loss, dtype=float).ravel()
-    x = _as_numbers(values)
-    if x is not None:
-        order = np.argsort(x, kind="stable")
-        x, y = x[order], y[order]
-        ok = np.isfinite(x) & np.isfinite(y)
-        ax.plot(x[ok], y[ok], "-o", ms=5)
-        xf = x[np.isfinite(x)]
-        if xf.size and xf.min() > 0 and xf.max() / xf.min() > 10:
-            ax.set_xscale("log")
-            _plain_log_labels(ax.xaxis)
-    else:
-        cats = list(dict.fromkeys(str(v) for v in values))
-        x = np.array([cats.index(str(v)) for v in values], dtype=float)
-        ok = np.isfinite(y)
-        ax.plot(x[ok], y[ok], "o", ms=6)
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0, ha="right" if len(cats) > 4 else "center")
-        if len(cats) > 4:
-            fig.subplots_adjust(bottom=0.2)  # room for the slanted labels (no tight_layout: see _new_axes)
-        ax.set_xlim(-0.5, len(cats) - 0.5)
-    bad = ~np.isfinite(y) & np.isfinite(x)
-    if bad.any():
-        ax.scatter(x[bad], np.full(bad.sum(), 0.97), marker="x", c="tab:red", s=50, zorder=5,
-                   transform=ax.get_xaxis_transform(), label="diverged (non-finite)")
-        ax.update_datalim(np.column_stack([x[bad], np.ones(bad.sum())]), updatey=False)
-        ax.autoscale_view()
-        ax.legend(fontsize="small")
-    _apply_yscale(ax, y)
-    ax.set(xlabel=param, ylabel="final loss")
-    ax.grid(True, which="both", alpha=0.3)
-    return fig
-
-
-def _as_numbers(values: Sequence) -> np.ndarray | None:
-    """Float array if every value is a number (bools excluded) or a numeric string, else None."""
-    if len(values) == 0 or any(isinstance(v, (bool, np.bool_)) for v in values):
-        return None
-    try:
-        return np.array([float(v) for v in values], dtype=float)
-    except (TypeError, ValueError):
-        return None
+    return fit_layout(fig)
 
 
 def save_figure(fig: Figure, path: str | Path | BinaryIO) -> None:
@@ -354,11 +442,12 @@ def overlay_paths_on_grid(
 
 def run_figure_jobs(
     title: str, steps: np.ndarray, loss: np.ndarray, grid: tuple | None = None, path: np.ndarray | None = None,
-    var_names: Sequence[str] = (), minima: Sequence[Sequence[float]] = (),
+    var_names: Sequence[str] = (), minima: Sequence[Sequence[float]] = (), min_value: float | None = None,
 ) -> list[tuple[str, str, tuple]]:
-    """The figures of one run as :mod:`runner.tracking.plot_pool` jobs: ``plots/loss.png`` always,
-    ``plots/path.png`` for a 2-D objective (``grid`` = (bounds, Z) around ``path``)."""
-    jobs = [("plots/loss.png", "runner.tracking.plots:loss_figure", (steps, loss, f"{title}: loss"))]
+    """The figures of one run as :mod:`runner.tracking.plot_pool` jobs: ``plots/loss.png`` always (the
+    gap to ``min_value`` when the objective's minimum is known), ``plots/path.png`` for a 2-D
+    objective (``grid`` = (bounds, Z) around ``path``)."""
+    jobs = [("plots/loss.png", "runner.tracking.plots:loss_figure", (steps, loss, f"{title}: loss", min_value))]
     if grid is not None:
         bounds, Z = grid
         jobs.append(

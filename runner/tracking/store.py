@@ -29,6 +29,8 @@ from runner.tracking import faults
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
+# Experiments the runner makes are of MLflow's "Machine learning" kind (see runner.tracking.links).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class StoreError(Exception):
@@ -108,7 +110,11 @@ def quiet_mlflow_logs() -> None:
     are noise on a runner's stderr. Call it after importing mlflow too: the import resets levels.
 
     MLflow also logs every database error with its whole traceback (``mlflow.store.db.utils``)
-    before raising it; the runner reports the error it raises, in one line, so those go too."""
+    before raising it; the runner reports the error it raises, in one line, so those go too.
+    Against a tracking server MLflow also prints "🏃 View run … / 🧪 View experiment at: …" on
+    stdout whenever a run ends (``_log_url``, after one more request for the run), with links to the
+    GenAI view; the runner prints its own links (:mod:`runner.tracking.links`) and turns those off."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -282,11 +288,13 @@ class MlflowStore:
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older runner: say what it holds
+                client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return
         db = sqlite_path(uri)
         location = (db.parent.resolve() / "mlartifacts").as_uri() if db is not None else None
         try:
-            self.experiment_id = client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = client.create_experiment(experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as exc:  # another process created it first, or MLflow refuses the name
             found = client.get_experiment_by_name(experiment)
             if found is None:
