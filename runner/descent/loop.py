@@ -97,27 +97,35 @@ def sample_coords(n: int, limit: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
-def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None):
+def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None,
+                limit: torch.Tensor | None = None):
     """For records ``(T, B)``: the first index where each row stops (-1: it does not), and why.
 
     A row diverges at the first non-finite loss or gradient norm, converges at the first finite
-    gradient norm ≤ tol; codes index :data:`OUTCOMES`.
+    gradient norm ≤ tol (a float, or one per row, ``(B,)``; NaN: never); codes index
+    :data:`OUTCOMES`. ``limit`` ``(B,)``: the index of each row's own last step in this window (≥ T:
+    beyond it); a row that gets there first stops there with ``max_steps``, after the other tests.
     """
     bad = ~(torch.isfinite(loss) & torch.isfinite(gnorm))
     event = bad if tol is None else bad | (gnorm <= tol)
     T = loss.shape[0]
     idx = torch.arange(T, device=loss.device).unsqueeze(1).expand_as(event)
     first = torch.where(event, idx, T).min(dim=0).values  # (B,)
-    hit = first < T
     was_bad = bad.gather(0, first.clamp(max=T - 1).unsqueeze(0)).squeeze(0)
-    return torch.where(hit, first, -1), torch.where(hit, torch.where(was_bad, 2, 1), 0)
+    code = torch.where(was_bad, 2, 1)
+    if limit is not None:
+        capped = limit < first
+        first = torch.where(capped, limit, first)
+        code = torch.where(capped, 0, code)
+    hit = first < T
+    return torch.where(hit, first, -1), torch.where(hit, code, 0)
 
 
-def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None) -> bool:
+def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None) -> bool:
     """The cheap test made at every check: no stopping event anywhere in the window."""
     ok = torch.isfinite(loss).all() & torch.isfinite(gnorm).all()
     if tol is not None:
-        ok = ok & (gnorm > tol).all()
+        ok = ok & ~(gnorm <= tol).any()
     return bool(ok)
 
 
@@ -234,20 +242,33 @@ class _Window:
 
 
 class _Stops:
-    """Each row's final step (-1 while it runs), why it stopped, and its final point."""
+    """Each row's final step (-1 while it runs), why it stopped, and its final point.
 
-    def __init__(self, base: torch.Tensor) -> None:
+    ``row_steps`` ``(B,)``: each row's own number of steps (rows then stop at different steps with
+    ``max_steps``); None: every row runs the loop's ``steps``."""
+
+    def __init__(self, base: torch.Tensor, row_steps: torch.Tensor | None = None) -> None:
         B, device = base.shape[0], base.device
         self.step = torch.full((B,), -1, dtype=torch.long, device=device)
         self.code = torch.zeros((B,), dtype=torch.long, device=device)
         self.x_final = base.clone()
         self.frozen: torch.Tensor | None = None  # rows that no longer move; None while all run
+        self.row_steps = None if row_steps is None else row_steps.to(device=device, dtype=torch.long)
+        self.limits = None if row_steps is None else set(self.row_steps.tolist())  # on the host
 
-    def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | None) -> bool:
+    def _limit(self, lo: int, T: int) -> torch.Tensor | None:
+        """Each row's own last step as an index into the window from ``lo`` (None: none falls in it)."""
+        if self.limits is None or not any(lo <= s < lo + T for s in self.limits):
+            return None
+        at = self.row_steps - lo
+        return torch.where(at >= 0, at, T)
+
+    def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | torch.Tensor | None) -> bool:
         """Find the rows that stopped in this window; whether every row is still running."""
-        if _all_running(window["loss"], window["grad_norm"], tol):
+        limit = self._limit(lo, window["loss"].shape[0])
+        if limit is None and _all_running(window["loss"], window["grad_norm"], tol):
             return True
-        first, why = _first_stop(window["loss"], window["grad_norm"], tol)
+        first, why = _first_stop(window["loss"], window["grad_norm"], tol, limit)
         newly = (self.step < 0) & (first >= 0)
         self.step = torch.where(newly, first + lo, self.step)
         self.code = torch.where(newly, why, self.code)
@@ -325,7 +346,7 @@ def descend(
     make_optimizer: Callable[[list[torch.Tensor]], Any],
     *,
     steps: int,
-    tol: float | None = None,
+    tol: float | torch.Tensor | None = None,
     x0: torch.Tensor | None = None,
     max_coords: int = 64,
     closure: bool = False,
@@ -336,6 +357,7 @@ def descend(
     fused_lr: float | None = None,
     record_every: int = 1,
     on_window: WindowSink | None = None,
+    row_steps: torch.Tensor | None = None,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -350,13 +372,16 @@ def descend(
         record_every: the Trajectory keeps every ``record_every``-th step and the final steps.
         on_window: called after each stopping test with the window's records (see
             :data:`WindowSink`): every step reaches it once, in order, and then is dropped.
+        tol: a float, or ``(B,)`` one per row (NaN: that row never converges).
+        row_steps: ``(B,)`` each row's own number of steps, ≤ ``steps`` (a row stops at its own with
+            ``max_steps``, like a run of that many steps); None: ``steps`` for every row.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
     x_coords = sample_coords(problem.dim, max_coords)
     g_coords = sample_coords(problem.wrt.numel(), max_coords)
     stepper = _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords)
-    window, stops, kept = _Window(), _Stops(base), _Kept(max(1, int(record_every)))
+    window, stops, kept = _Window(), _Stops(base, row_steps), _Kept(max(1, int(record_every)))
     sync_every = sync_every or SYNC_EVERY
     k = 0
     for k in range(steps + 1):
