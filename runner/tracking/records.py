@@ -46,8 +46,10 @@ def sampled_steps(final_step: int, stride: int, start: int = 0) -> np.ndarray:
 def metric_series(traj, row: int, x_names: list[str], g_names: list[str], stride: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The contract's per-step metrics of one trajectory row at its sampled steps (every
     ``stride``-th step and its final step; the trajectory must have kept them)."""
-    final = int(traj.final_step[row])
-    at = np.array([traj.index(int(s)) for s in sampled_steps(final, stride)])
+    wanted = sampled_steps(int(traj.final_step[row]), stride)
+    at = np.searchsorted(traj.steps, wanted)
+    if not np.array_equal(traj.steps[np.minimum(at, len(traj.steps) - 1)], wanted):
+        raise KeyError(f"the trajectory did not keep every {stride}-th step of row {row}")
     return _series(traj.steps[at], traj.loss[at, row], traj.grad_norm[at, row], traj.x[at, row], traj.grad[at, row], x_names, g_names)
 
 

@@ -303,6 +303,25 @@ class MlflowStore:
         """Any other MlflowClient method (log_table, log_figure, search_runs …)."""
         return getattr(self.client, method)(*args, **kwargs)
 
+    # -- many children at once (the batched launcher; :mod:`runner.tracking.bulk`) ---------------
+    def log_children(self, parent: str | None, children: list, token: str) -> list[str]:
+        """Create, log and end each child run in one call; their ids."""
+        from runner.tracking import bulk
+
+        return bulk.log_children(self, parent, children, token)
+
+    def children_written(self, token: str) -> int:
+        """How many children the calls with ``token`` have written so far (a progress bar asks)."""
+        from runner.tracking import bulk
+
+        return bulk.children_written(token)
+
+    def log_trajectory_table(self, parent: str, artifact_file: str, columns: Mapping[str, Any], names: Mapping[int, str]) -> None:
+        """The parent's table of every trajectory (Parquet), with each line's child run id."""
+        from runner.tracking import bulk
+
+        bulk.log_trajectory_table(self, parent, artifact_file, columns, names)
+
 
 def _param_value(value: Any) -> str:
     text = str(value)
