@@ -59,6 +59,7 @@ class BatchedLauncher(CachedBasicLauncher):
     def __init__(self, max_batch: int = 1_000_000, table: bool = True) -> None:
         super().__init__()
         self.max_batch, self.table = int(max_batch), bool(table)
+        self.job_callbacks = False  # whether a configured callback acts on jobs (set per launch)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.batched.launch import Recording, run_plan
@@ -74,16 +75,21 @@ class BatchedLauncher(CachedBasicLauncher):
         planned = plan(jobs, self.max_batch)
         timer.lap("plan")
         recording = Recording(self.table)
-        outcome = run_plan(planned, recording)
-        timer.lap("descend and send")
-        alone = {**{n: "its config needs Hydra's own composition" for n, t in tasks.items() if t is None},
-                 **planned.alone, **outcome.alone}
-        failed = {**planned.failed, **outcome.failed}
-        _announce(outcome.lines, alone)
-        runs = [self._finish(num, list(overrides), tasks.get(num), outcome.results.get(num), failed.get(num))
-                for num, overrides in enumerate(job_overrides, start=initial_job_idx)]
-        timer.lap("job folders")
-        recording.finish(initial_job_idx, initial_job_idx + len(job_overrides) - 1)
+        try:
+            outcome = run_plan(planned, recording)
+            timer.lap("descend and send")
+            alone = {**{n: "its config needs Hydra's own composition" for n, t in tasks.items() if t is None},
+                     **planned.alone, **outcome.alone}
+            failed = {**planned.failed, **outcome.failed}
+            _announce(outcome.lines, alone)
+            self.job_callbacks = job_shell.job_callbacks(self.config)
+            runs = [self._finish(num, list(overrides), tasks.get(num), outcome.results.get(num), failed.get(num))
+                    for num, overrides in enumerate(job_overrides, start=initial_job_idx)]
+            timer.lap("job folders")
+            recording.finish(initial_job_idx, initial_job_idx + len(job_overrides) - 1)
+        except KeyboardInterrupt:
+            recording.cancel()
+            raise
         timer.lap("wait for the writer")
         timer.report(len(job_overrides), recording.seconds)
         return runs
@@ -120,7 +126,7 @@ class BatchedLauncher(CachedBasicLauncher):
                 sys.stderr.write(f"warning: {result.warning}\n")
             print(result.line, flush=True)
             ret = job_shell.job_return(task.task, task.node, result.value)
-        if job_shell.job_callbacks(self.config):
+        if self.job_callbacks:
             self._callbacks(num, overrides, task, ret)
         return ret
 

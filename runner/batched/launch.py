@@ -105,6 +105,16 @@ class Recording:
                 self.names.update({job.num: plan.name for job, plan in zip(run.group.jobs, run.plans)})
         self.seconds += time.perf_counter() - started
 
+    def cancel(self) -> None:
+        """An interrupted launch: the writer drops the children it has not written yet (it would
+        otherwise write them all before the sweep could end), and says how many."""
+        if self.store is None or not self.sent:
+            return
+        self.store.cancel_children(self.token)
+        done = self.store.children_written(self.token)
+        sys.stderr.write(f"interrupted: {self.sent - done} of {self.sent} runs of this launch were computed but not "
+                         "recorded; run the sweep again to record them\n")
+
     def finish(self, first: int, last: int) -> None:
         """Send the table (``trajectories/jobs-<first>-<last>.parquet`` on the parent), then wait
         until the writer has written every child, with a progress bar over runs on a terminal."""

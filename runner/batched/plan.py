@@ -100,45 +100,66 @@ def _place(job: Job) -> str | tuple[str, type, dict]:
         return "check_grad=true"
     if cfg.backend.compile:
         return "backend.compile=true"
-    check_objective(cfg)
-    cls = _optimizer_class(cfg)
     job.values = OmegaConf.to_container(cfg, resolve=True)
+    check_objective(cfg, job.values["objective"])
+    cls = _optimizer_class(cfg, job.values["optimizer"])
     hyper, why = hyperparameters(cls, job.values["optimizer"])
     if hyper is None:
         return why
     return _key(job.values, cls), cls, hyper
 
 
-def _optimizer_class(cfg: DictConfig) -> type:
+_CHECKED: dict[str, Any] = {}  # (config as JSON) -> its Problem, its optimizer class, or its error
+
+
+def _once(kind: str, spec: Any, make) -> Any:
+    """``make()`` once per distinct ``spec`` (a sweep's jobs share most objective and optimizer
+    configs); an error it raises is raised again for every job with that spec."""
+    key = kind + json.dumps(spec, sort_keys=True, default=str)
+    if key not in _CHECKED:
+        if len(_CHECKED) > 100_000:
+            _CHECKED.clear()
+        try:
+            _CHECKED[key] = make()
+        except UserError as exc:
+            _CHECKED[key] = exc
+    found = _CHECKED[key]
+    if isinstance(found, UserError):
+        raise found
+    return found
+
+
+def _optimizer_class(cfg: DictConfig, spec: dict) -> type:
     """The optimizer's class, once its hyperparameters have passed the class's own checks (on a
     stand-in parameter, as the job-by-job path checks them)."""
-    import torch
 
-    from runner.descent.backends import resolve_dtype
-    from runner.descent.optimizers import make_optimizer
+    def make() -> type:
+        import torch
 
-    stand_in = torch.zeros(1, 1, dtype=resolve_dtype(cfg.backend.dtype), requires_grad=True)
-    return type(make_optimizer(cfg.optimizer, [stand_in]))
+        from runner.descent.backends import resolve_dtype
+        from runner.descent.optimizers import make_optimizer
+
+        stand_in = torch.zeros(1, 1, dtype=resolve_dtype(cfg.backend.dtype), requires_grad=True)
+        return type(make_optimizer(cfg.optimizer, [stand_in]))
+
+    return _once(f"optimizer|{cfg.backend.dtype}|", spec, make)
 
 
-_PROBLEMS: dict[str, Any] = {}  # objective config (JSON) -> its Problem, for this launch's checks
+def check_objective(cfg: DictConfig, spec: dict | None = None):
+    """The job's :class:`runner.descent.problem.Problem` on the CPU (bad objective settings raise
+    here, with the job-by-job path's message); built once per distinct objective config."""
 
+    def make():
+        import torch
 
-def check_objective(cfg: DictConfig):
-    """The job's :class:`runner.descent.problem.Problem` (bad objective settings raise here, with the
-    job-by-job path's message); built once per distinct objective config."""
-    import torch
+        from runner.descent.backends import resolve_dtype
+        from runner.descent.problem import build_problem
 
-    from runner.descent.backends import resolve_dtype
-    from runner.descent.problem import build_problem
+        return build_problem(cfg.objective, dtype=resolve_dtype(cfg.backend.dtype), device=torch.device("cpu"))
 
-    spec = json.dumps(OmegaConf.to_container(cfg.objective, resolve=True), sort_keys=True)
-    key = f"{spec}|{cfg.backend.dtype}"
-    if key not in _PROBLEMS:
-        if len(_PROBLEMS) > 100_000:
-            _PROBLEMS.clear()
-        _PROBLEMS[key] = build_problem(cfg.objective, dtype=resolve_dtype(cfg.backend.dtype), device=torch.device("cpu"))
-    return _PROBLEMS[key]
+    if spec is None:
+        spec = OmegaConf.to_container(cfg.objective, resolve=True)
+    return _once(f"objective|{cfg.backend.dtype}|", spec, make)
 
 
 def _key(values: dict, cls: type) -> str:

@@ -32,10 +32,17 @@ State = dict[str, Any]
 Hyper = Mapping[str, Tensor]
 
 
+def _some(h: Hyper, name: str) -> bool:
+    """Whether any row has a nonzero ``name`` (:class:`BatchedOptimizer` answers it once, not at
+    every step: a check over 10,000 rows costs as much as the update it would skip)."""
+    known = h.get(f"{name}:any")
+    return bool((h[name] != 0).any()) if known is None else bool(known)
+
+
 def _decayed(g: Tensor, p: Tensor, h: Hyper) -> Tensor:
     """L2 weight decay folded into the gradient, ``g + λ·p``, only in rows with λ ≠ 0."""
     wd = h["weight_decay"]
-    if not bool((wd != 0).any()):
+    if not _some(h, "weight_decay"):
         return g
     return torch.where(wd != 0, torch.addcmul(g, p, wd), g)
 
@@ -68,7 +75,7 @@ def _sgd_update(state: State, p: Tensor, g: Tensor, lr: Tensor, h: Hyper, t: int
     """
     g = _decayed(g, p, h)
     mu = h["momentum"]
-    if not bool((mu != 0).any()):
+    if not _some(h, "momentum"):
         return torch.addcmul(p, g, -lr), state
     buf = g.clone() if t == 1 else torch.addcmul(state["buf"] * mu, g, 1 - h["dampening"])
     d = torch.where(h["nesterov"], torch.addcmul(g, buf, mu), buf)
@@ -103,7 +110,7 @@ def _adam_update(state: State, p: Tensor, g: Tensor, lr: Tensor, h: Hyper, t: in
     """
     wd = h["weight_decay"]
     decoupled = h["decoupled_weight_decay"]
-    if bool((wd != 0).any()):
+    if _some(h, "weight_decay"):
         p = torch.where(decoupled & (wd != 0), p * (1 - lr * wd), p)
         g = torch.where(~decoupled & (wd != 0), torch.addcmul(g, p, wd), g)
     m = torch.lerp(state["m"], g, 1 - h["beta1"])
@@ -233,7 +240,8 @@ class BatchedOptimizer:
     def __init__(self, params: list[Tensor], rule: Rule, hyper: Hyper, lr: Tensor,
                  schedule: Callable[[int], float | Tensor] | None = None) -> None:
         (self.p,) = params
-        self.rule, self.hyper, self.lr, self.schedule = rule, dict(hyper), lr, schedule
+        self.rule, self.lr, self.schedule = rule, lr, schedule
+        self.hyper = {**hyper, **{f"{k}:any": bool((v != 0).any()) for k, v in hyper.items() if v.dtype != torch.bool}}
         self.state = rule.init(self.p.detach(), self.hyper)
         self.t = 0
 

@@ -121,12 +121,18 @@ def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tens
     return torch.where(hit, first, -1), torch.where(hit, code, 0)
 
 
-def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None) -> bool:
-    """The cheap test made at every check: no stopping event anywhere in the window."""
-    ok = torch.isfinite(loss).all() & torch.isfinite(gnorm).all()
+def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None,
+                 stopped: torch.Tensor | None = None) -> bool:
+    """The cheap test made at every check: no stopping event in the window, in any row that has not
+    stopped before it (``stopped`` (B,)). Per row: the sums over the window are finite (a NaN or an
+    infinity propagates; a sum that overflows only sends the window to the exact test) and no
+    gradient norm is ≤ tol. Much cheaper than testing every record on the CPU."""
+    ok = torch.isfinite(loss.sum(dim=0) + gnorm.sum(dim=0))
     if tol is not None:
-        ok = ok & ~(gnorm <= tol).any()
-    return bool(ok)
+        ok = ok & ~(gnorm.amin(dim=0) <= tol)
+    if stopped is not None:
+        ok = ok | stopped
+    return bool(ok.all())
 
 
 class _EagerStepper:
@@ -230,11 +236,17 @@ class _Window:
         self.xs.append(x_rec)
         self.gs.append(g_rec)
 
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``."""
-        gs = torch.stack(self.gs)
-        norms = torch.linalg.vector_norm(gs, dim=-1) if self.norms[0] is None else torch.stack(self.norms)
-        return {"loss": torch.stack(self.losses), "grad_norm": norms, "x": torch.stack(self.xs), "grad": gs}
+    def stacked(self, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``; written into ``out``
+        (tensors of those shapes) when given."""
+        out = out or {}
+        gs = torch.stack(self.gs, out=out.get("grad"))
+        if self.norms[0] is None:
+            norms = torch.linalg.vector_norm(gs, dim=-1, out=out.get("grad_norm"))
+        else:
+            norms = torch.stack(self.norms, out=out.get("grad_norm"))
+        return {"loss": torch.stack(self.losses, out=out.get("loss")), "grad_norm": norms,
+                "x": torch.stack(self.xs, out=out.get("x")), "grad": gs}
 
     def restart(self, lo: int) -> None:
         self.lo = lo
@@ -266,8 +278,8 @@ class _Stops:
     def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | torch.Tensor | None) -> bool:
         """Find the rows that stopped in this window; whether every row is still running."""
         limit = self._limit(lo, window["loss"].shape[0])
-        if limit is None and _all_running(window["loss"], window["grad_norm"], tol):
-            return True
+        if limit is None and _all_running(window["loss"], window["grad_norm"], tol, self.frozen):
+            return self.frozen is None
         first, why = _first_stop(window["loss"], window["grad_norm"], tol, limit)
         newly = (self.step < 0) & (first >= 0)
         self.step = torch.where(newly, first + lo, self.step)
@@ -290,15 +302,43 @@ class _Stops:
 
 class _Kept:
     """The steps a :class:`Trajectory` keeps, on the host: every ``every``-th step and each row's
-    final step, gathered from each window before it is dropped."""
+    final step, gathered from each window before it is dropped. With ``every`` = 1 (every step of a
+    known number) the records go straight into arrays allocated once, as a hand-written loop would
+    keep them; otherwise the kept steps of each window are kept as a chunk."""
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, every: int, steps: int) -> None:
         self.every = every
+        self.total = steps + 1 if every == 1 else None
+        self.arrays: dict[str, torch.Tensor] | None = None  # on the host, every step
+        self.placed = -1  # the window (by its first step) stacked in place into ``arrays``
+        self.filled = 0
         self.chunks: list[dict[str, np.ndarray]] = []
+
+    def slots(self, window: _Window) -> dict[str, torch.Tensor] | None:
+        """Where a window of a CPU run that keeps every step is stacked: its rows of the arrays
+        (so the records are copied once, as into a hand-written loop's preallocated tensors)."""
+        if self.total is None or window.losses[0].device.type != "cpu":
+            return None
+        if self.arrays is None:
+            loss, x, g = window.losses[0], window.xs[0], window.gs[0]
+            self.arrays = {
+                "loss": loss.new_empty((self.total, *loss.shape)), "grad_norm": g.new_empty((self.total, g.shape[0])),
+                "x": x.new_empty((self.total, *x.shape)), "grad": g.new_empty((self.total, *g.shape)),
+            }
+        self.placed = window.lo
+        return {key: value[window.lo : window.lo + len(window)] for key, value in self.arrays.items()}
 
     def add(self, lo: int, window: dict[str, torch.Tensor], finals: np.ndarray | None) -> None:
         """``finals``: the rows' final steps known so far (None while every row runs)."""
         T = window["loss"].shape[0]
+        if self.total is not None:
+            if self.arrays is None:
+                self.arrays = {key: torch.empty((self.total, *v.shape[1:]), dtype=v.dtype) for key, v in window.items()}
+            if self.placed != lo:  # records on a device: copied to the host
+                for key, value in window.items():
+                    self.arrays[key][lo : lo + T] = value.cpu()
+            self.filled = lo + T
+            return
         steps = np.arange(lo, lo + T)
         keep = (steps % self.every) == 0
         if finals is not None:
@@ -314,20 +354,25 @@ class _Kept:
         chunk["steps"] = steps[index]
         self.chunks.append(chunk)
 
+    def _gathered(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        keys = ("loss", "grad_norm", "x", "grad")
+        if self.arrays is not None:
+            return np.arange(self.filled), {key: self.arrays[key][: self.filled].numpy() for key in keys}
+        steps = np.concatenate([c["steps"] for c in self.chunks])
+        return steps, {key: np.concatenate([c[key] for c in self.chunks]) for key in keys}
+
     def trajectory(self, stops: _Stops, x_coords, g_coords, x_whole: bool, seconds: float) -> Trajectory:
         final = stops.step.cpu().numpy()
-        steps = np.concatenate([c["steps"] for c in self.chunks])
-        arrays = {key: np.concatenate([c[key] for c in self.chunks]) for key in ("loss", "grad_norm", "x", "grad")}
+        steps, arrays = self._gathered()
         last = int(final.max())
-        upto = steps <= last
-        steps = steps[upto]
-        arrays = {key: value[upto] for key, value in arrays.items()}
+        upto = int(np.searchsorted(steps, last, side="right"))  # steps are increasing
+        steps = steps[:upto]
+        arrays = {key: value[:upto] for key, value in arrays.items()}
         # Blank out what a row recorded after its own final step (rows stop at different steps).
-        after = steps[:, None] > final[None, :]
-        for key in ("loss", "grad_norm"):
-            arrays[key][after] = math.nan
-        for key in ("x", "grad"):
-            arrays[key][after] = math.nan
+        for row in np.flatnonzero(final < last):
+            after = int(np.searchsorted(steps, final[row], side="right"))
+            for value in arrays.values():
+                value[after:, row] = math.nan
         x_final = stops.x_final.detach().cpu().numpy()
         if x_whole:  # the exact final point of every row, from the records at its final step
             at = np.searchsorted(steps, final)
@@ -381,7 +426,7 @@ def descend(
     x_coords = sample_coords(problem.dim, max_coords)
     g_coords = sample_coords(problem.wrt.numel(), max_coords)
     stepper = _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords)
-    window, stops, kept = _Window(), _Stops(base, row_steps), _Kept(max(1, int(record_every)))
+    window, stops, kept = _Window(), _Stops(base, row_steps), _Kept(max(1, int(record_every)), steps)
     sync_every = sync_every or SYNC_EVERY
     k = 0
     for k in range(steps + 1):
@@ -391,7 +436,7 @@ def descend(
         window.add(value, norm, x_rec, g_rec)
         last = k == steps
         if last or len(window) >= sync_every:
-            records = window.stacked()
+            records = window.stacked(kept.slots(window))
             running = stops.test(window.lo, records, x_k, tol)
             if last:
                 stops.end(k, stepper.current())

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 HISTORIES: dict[str, dict[str, tuple[list[int], list[float]]]] = {}  # run id -> key -> logged points
 RUN_IDS: dict[tuple[str, int], str] = {}  # (parent run id, job number) -> child run id
 WRITTEN: dict[str, int] = {}  # progress token -> children written so far
+CANCELLED: set[str] = set()  # tokens whose children not yet written are dropped (an interrupted sweep)
 
 
 def log_children(store: Any, parent: str | None, children: list[Mapping[str, Any]], token: str) -> list[str]:
@@ -28,6 +29,8 @@ def log_children(store: Any, parent: str | None, children: list[Mapping[str, Any
     parent_id = store.run_id(parent) if parent else None
     ids = []
     for child in children:
+        if token in CANCELLED:
+            break
         run_id = _log_child(store, parent_id, child)
         if parent_id:
             RUN_IDS[(parent_id, int(child["key"]))] = run_id
@@ -69,6 +72,11 @@ def _log_child(store: Any, parent_id: str | None, child: Mapping[str, Any]) -> s
 
 def children_written(token: str) -> int:
     return WRITTEN.get(token, 0)
+
+
+def cancel_children(token: str) -> None:
+    """Drop the children of ``token`` not written yet (the child being written is finished)."""
+    CANCELLED.add(token)
 
 
 def logged_history(run_id: str, key: str) -> tuple[list[int], list[float]] | None:

@@ -29,6 +29,10 @@ FIGSIZE = (6.4, 4.8)
 DPI = 110
 DECADES = 2.0  # "spans decades": max/min magnitude ratio above 10**DECADES
 MINOR_DECADES = 3.0  # a log axis over more decades than this shows no minor ticks
+# Beyond this many runs on one axes, the curves are one LineCollection with a colour scale instead
+# of one labelled line each: a 1,000-entry legend took most of a 1,000-child sweep's summary time
+# (~100 s for its figures on the loaded dev box) and cannot be read anyway.
+MANY_CURVES = 40
 
 
 def contour_bounds(
@@ -147,17 +151,35 @@ def overlay_loss_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], tit
 
 def _loss_axes(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, legend: bool) -> Figure:
     fig, ax = _new_axes(title)
-    ys = [np.empty(0)]
-    for name, (steps, loss) in curves.items():
-        x, y = _finite_xy(steps, loss)
-        ax.plot(x, y, lw=1.5 if len(curves) == 1 else 1.2, label=str(name))
-        ys.append(y)
-    _apply_yscale(ax, np.concatenate(ys))
+    lines = [np.column_stack(_finite_xy(steps, loss)) for steps, loss in curves.values()]
+    ys = np.concatenate([np.empty(0)] + [line[:, 1] for line in lines])
+    if len(curves) > MANY_CURVES:
+        _many_lines(ax, lines)
+    else:
+        for name, line in zip(curves, lines):
+            ax.plot(line[:, 0], line[:, 1], lw=1.5 if len(curves) == 1 else 1.2, label=str(name))
+    _apply_yscale(ax, ys)
     ax.set(xlabel="step", ylabel="loss")
     ax.grid(True, which="both", alpha=0.3)
-    if legend:
+    if legend and len(curves) <= MANY_CURVES:
         _legend(ax, len(curves))
     return fig
+
+
+def _many_lines(ax: Axes, lines: list[np.ndarray], **kwargs: Any) -> None:
+    """Many runs' curves as one LineCollection, coloured in run order (a colour bar says which),
+    in one draw call instead of one Line2D (and legend entry) each."""
+    from matplotlib import colormaps
+    from matplotlib.collections import LineCollection
+
+    kept = [line for line in lines if len(line)]
+    if not kept:
+        return
+    collection = LineCollection(kept, cmap=colormaps["viridis"], lw=0.8, alpha=0.6, **kwargs)
+    collection.set_array(np.arange(len(kept), dtype=float))
+    ax.add_collection(collection)
+    ax.autoscale_view()
+    ax.figure.colorbar(collection, ax=ax, label=f"run, in sweep order ({len(kept)} runs)", pad=0.02)
 
 
 def _legend(ax: Axes, n: int, below: bool = False) -> None:
@@ -256,14 +278,18 @@ def overlay_paths_figure(
 
     fig, ax = _new_axes(title)
     _contour(ax, X, Y, Z, "Greys")
-    for i, (name, path) in enumerate(paths.items()):
-        p = _finite_rows(path)
+    finite = [_finite_rows(path) for path in paths.values()]
+    if len(paths) > MANY_CURVES:
+        _many_lines(ax, finite, zorder=4)
+        starts = np.array([p[0] for p in finite if len(p)]).reshape(-1, 2)
+        ax.scatter(starts[:, 0], starts[:, 1], marker="o", s=12, c="white", edgecolors="k", linewidths=0.5, zorder=5)
+    for i, (name, p) in enumerate(zip(paths, finite) if len(paths) <= MANY_CURVES else ()):
         color = f"C{i}" if len(paths) <= 10 else colormaps["tab20"](i % 20)
         ax.plot(p[:, 0], p[:, 1], "-o", color=color, ms=2.5, lw=1.2, label=str(name), zorder=4)
         if len(p):
             ax.scatter(p[:1, 0], p[:1, 1], marker="o", s=40, c=[color], edgecolors="k", zorder=5)
     _decorate_path_axes(ax, X, Y, var_names, minima)
-    _legend(ax, len(paths) + (1 if len(minima) else 0), below=True)
+    _legend(ax, (len(paths) if len(paths) <= MANY_CURVES else 0) + (1 if len(minima) else 0), below=True)
     return fig
 
 

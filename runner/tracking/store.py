@@ -316,6 +316,12 @@ class MlflowStore:
 
         return bulk.children_written(token)
 
+    def cancel_children(self, token: str) -> None:
+        """Drop the children of ``token`` not written yet (an interrupted sweep ends promptly)."""
+        from runner.tracking import bulk
+
+        bulk.cancel_children(token)
+
     def log_trajectory_table(self, parent: str, artifact_file: str, columns: Mapping[str, Any], names: Mapping[int, str]) -> None:
         """The parent's table of every trajectory (Parquet), with each line's child run id."""
         from runner.tracking import bulk

@@ -30,7 +30,7 @@ from runner.processes import child_env
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
 # does not wait either (an in-process sweep: the process's last flush waits for it).
 SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve", "children_written"}
-IMMEDIATE = {"open"}  # executed on arrival even though nobody waits
+IMMEDIATE = {"open", "cancel_children"}  # executed on arrival even though nobody waits
 BARRIER = {"end_run", "call", "flush", "run_function", "resolve"}  # wait for everything sent before them
 # Launchers that run a sweep's jobs in this process (Hydra's basic and the runner's cached and batched).
 IN_PROCESS_LAUNCHERS = ("BasicLauncher", "BatchedLauncher")
