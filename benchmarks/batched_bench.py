@@ -72,6 +72,7 @@ class Bench:
         code = f"from mlflow import MlflowClient; MlflowClient(tracking_uri='sqlite:///{self.template}').search_experiments()"
         subprocess.run([sys.executable, "-c", code], env=self.env, check=True, capture_output=True)
         self.n = 0
+        self.logs: dict[str, Path] = {}
 
     def folder(self, name: str) -> Path:
         d = self.tmp / name
@@ -82,7 +83,7 @@ class Bench:
     def timed(self, label: str, cmd: list[str], cwd: Path, env: dict | None = None) -> float:
         """Wall seconds of ``cmd`` until it and its process group have ended; its log kept."""
         self.n += 1
-        log = self.tmp / f"{self.n:02d}-{label}.log"
+        log = self.logs[label] = self.tmp / f"{self.n:02d}-{label}.log"
         with open(log, "wb") as out:
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, cwd=cwd, env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
@@ -153,6 +154,43 @@ def store_floor(source_db: str, target_db: str, jobs: int, out: str) -> None:
         client.set_terminated(run, "FINISHED")
     client.set_terminated(parent, "FINISHED")
     Path(out).write_text(json.dumps({"loop_s": time.perf_counter() - started, "points": len(metrics), "params": len(params)}))
+
+
+def store_breakdown(source_db: str, target_db: str, jobs: int, out: str) -> None:
+    """Where a child's store time goes: the floor's loop with params and metric points in separate
+    ``log_batch`` calls, each call timed; ms per child to ``out``."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    model = MlflowClient(tracking_uri=f"sqlite:///{source_db}")
+    exp = model.get_experiment_by_name("runner")
+    child = next(r for r in model.search_runs([exp.experiment_id], max_results=5) if "mlflow.parentRunId" in r.data.tags)
+    history = {k: [(m.step, m.value) for m in model.get_metric_history(child.info.run_id, k)] for k in METRICS}
+    client = MlflowClient(tracking_uri=f"sqlite:///{target_db}")
+    experiment = client.create_experiment("runner")
+    parent = client.create_run(experiment, run_name="sweep").info.run_id
+    spent = {"create_run (with tags)": 0.0, "params": 0.0, "metric points": 0.0, "set_terminated": 0.0}
+    clock = time.perf_counter
+    for i in range(jobs):
+        tags = {**{k: v for k, v in child.data.tags.items() if not k.startswith("mlflow.")}, "mlflow.parentRunId": parent}
+        t0 = clock()
+        run = client.create_run(experiment, run_name=f"{child.info.run_name}-{i}", tags=tags).info.run_id
+        t1 = clock()
+        client.log_batch(run, params=[Param(k, v) for k, v in child.data.params.items()], synchronous=True)
+        t2 = clock()
+        now = int(time.time() * 1000)
+        client.log_batch(run, metrics=[Metric(k, v, now, s) for k, points in history.items() for s, v in points], synchronous=True)
+        t3 = clock()
+        client.set_terminated(run, "FINISHED")
+        for key, (a, b) in zip(spent, ((t0, t1), (t1, t2), (t2, t3), (t3, clock()))):
+            spent[key] += b - a
+    Path(out).write_text(json.dumps({k: 1000 * v / jobs for k, v in spent.items()}))
+
+
+def profile_lines(log: Path) -> list[str]:
+    """The batched run's own account of its time (``RUNNER_BATCHED_PROFILE``, ``RUNNER_WRITER_PROFILE``)."""
+    keep = ("batched launch of", "batched: ", "writer: ", "  log_children", "  runner.sweeps.summary", "  log_trajectory_table", "  open:")
+    return [line for line in log.read_text(errors="replace").splitlines() if line.startswith(keep)]
 
 
 # -- (3) compute ---------------------------------------------------------------------------------------
@@ -230,11 +268,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of the compute case")
     parser.add_argument("--json")
+    parser.add_argument("--breakdown-jobs", type=int, default=200, help="children of the store time breakdown")
     parser.add_argument("--store-floor", nargs=4, metavar=("SOURCE_DB", "TARGET_DB", "JOBS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--store-breakdown", nargs=4, metavar=("SOURCE_DB", "TARGET_DB", "JOBS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.store_floor:
-        source, target, jobs, out = args.store_floor
-        store_floor(source, target, int(jobs), out)
+    if args.store_floor or args.store_breakdown:
+        source, target, jobs, out = args.store_floor or args.store_breakdown
+        (store_floor if args.store_floor else store_breakdown)(source, target, int(jobs), out)
         return
     bench = Bench(args)
     print(f"batched bench in {bench.tmp} on {platform.node()} ({os.cpu_count()} CPUs), load {os.getloadavg()[0]:.1f}", flush=True)
@@ -255,6 +295,9 @@ def main() -> None:
     bench.timed("store-floor", [sys.executable, __file__, "--store-floor", str(work / "outputs" / "mlflow.db"),
                                 str(floor_dir / "outputs" / "mlflow.db"), str(args.jobs), str(out)], bench.tmp)
     store = json.loads(out.read_text())
+    parts = bench.tmp / "breakdown.json"
+    bench.timed("store-breakdown", [sys.executable, __file__, "--store-breakdown", str(work / "outputs" / "mlflow.db"),
+                                    str(bench.folder("breakdown") / "outputs" / "mlflow.db"), str(args.breakdown_jobs), str(parts)], bench.tmp)
     compute = compute_case(args.rows, args.repeat)
     report = {
         "machine": {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
@@ -263,6 +306,7 @@ def main() -> None:
         "import_floor_s": floor, "store_floor_s": store["loop_s"], "store_points_per_child": store["points"],
         "whole_over_floor": batched / (store["loop_s"] + floor), "compute": compute,
         "compute_ratio": compute["runner_s"] / compute["bare_s"], "folder": str(bench.tmp),
+        "store_ms_per_child": json.loads(parts.read_text()), "batched_profile": profile_lines(bench.logs["batched"]),
     }
     print(f"(1) {args.jobs} jobs batched: {batched:.1f} s, {finished}/{len(children)} children FINISHED "
           f"(target ≤ 60 s: {'met' if batched <= 60 and finished == args.jobs else 'MISSED'}); cached: {cached:.1f} s for "
@@ -271,6 +315,8 @@ def main() -> None:
           f"(target ≤ 1.3: {'met' if report['whole_over_floor'] <= 1.3 else 'MISSED'})")
     print(f"(3) compute of {args.rows} trajectories: runner {compute['runner_s']:.3f} s / bare {compute['bare_s']:.3f} s = "
           f"{report['compute_ratio']:.2f} (target ≤ 1.5: {'met' if report['compute_ratio'] <= 1.5 else 'MISSED'})")
+    print("store, ms per child (separate calls): " + ", ".join(f"{k} {v:.1f}" for k, v in report["store_ms_per_child"].items()))
+    print("\n".join(report["batched_profile"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
