@@ -74,8 +74,8 @@ def test_the_parent_table_holds_every_step_of_every_child(counted):
 
 def test_one_line_per_descent_and_each_jobs_line(counted):
     result = counted[0]
-    assert "batched: 6 job(s) of rosenbrock-sgd in one descent" in result.stdout
-    assert "batched: 6 job(s) of rosenbrock-adam in one descent" in result.stdout
+    assert "batched: 6 jobs of rosenbrock-sgd as one (6, 2) descent on cpu: " in result.stdout
+    assert "batched: 6 jobs of rosenbrock-adam as one (6, 2) descent on cpu: " in result.stdout
     assert sum(" at step 100, loss " in line for line in result.stdout.splitlines()) == 12
 
 

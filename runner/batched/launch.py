@@ -53,10 +53,15 @@ def run_plan(plan: Plan, recording: "Recording") -> Outcome:
                 recording.add(run)
                 for row, (job, row_plan) in enumerate(zip(run.group.jobs, run.plans)):
                     out.results[job.num] = RowResult(final_value(run.traj, row), result_line(row_plan, run.traj, row), row_plan.warning)
-                first = run.plans[0]
-                out.lines.append(f"batched: {len(run.group.jobs)} job(s) of {first.problem.name}-{first.optimizer} "
-                                 f"in one descent ({run.traj.x_final.shape[0]} rows) on {first.device}, {run.seconds:.2f} s")
+                out.lines.append(_descent_line(run))
     return out
+
+
+def _descent_line(run: GroupRun) -> str:
+    """``batched: 1000 jobs of rosenbrock-sgd as one (1000, 2) descent on cpu: 1.81 s``."""
+    first, rows = run.plans[0], len(run.group.jobs)
+    return (f"batched: {rows} job{'s' if rows != 1 else ''} of {first.problem.name}-{first.optimizer} as one "
+            f"({rows}, {first.problem.dim}) descent on {first.device}: {run.seconds:.2f} s")
 
 
 def _descents(group: Group, swept: str | None, out: Outcome):

@@ -29,7 +29,7 @@ import torch
 
 Tensor = torch.Tensor
 State = dict[str, Any]
-Hyper = Mapping[str, Tensor]
+Hyper = Mapping[str, Any]  # name -> (B, 1) tensor (and ``name:any`` -> bool, see _some)
 
 
 def _some(h: Hyper, name: str) -> bool:
