@@ -84,7 +84,7 @@ def write_files(folder: Path, task: DictConfig, node: dict) -> None:
         for name, data in files.items():
             text = yaml.dump(data, Dumper=yaml.CSafeDumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
             (hydra_dir / name).write_text(text, encoding="utf-8")
-    handler = node.get("job_logging", {}).get("handlers", {}).get("file", {})
+    handler = ((node.get("job_logging") or {}).get("handlers") or {}).get("file") or {}
     if handler.get("filename") == DEFAULT_LOG:
         (folder / f"{node['job']['name']}.log").touch()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from runner.batched.children import child_records, chunks, merge_columns, table_columns
 from runner.batched.group import GroupRun, final_value, run_group, split_to_fit
-from runner.batched.plan import Group, Plan
+from runner.batched.plan import Group, LaunchPlan
 from runner.errors import UserError
 from runner.job import result_line
 from runner.tracking.naming import PARENT_ENV, SWEPT_ENV
@@ -43,7 +43,7 @@ class Outcome:
     lines: list[str] = field(default_factory=list)  # one per descent
 
 
-def run_plan(plan: Plan, recording: "Recording") -> Outcome:
+def run_plan(plan: LaunchPlan, recording: "Recording") -> Outcome:
     """Descend every group (in parts that fit), hand each part's rows to ``recording``."""
     out = Outcome()
     swept = os.environ.get(SWEPT_ENV)

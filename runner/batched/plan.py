@@ -56,7 +56,7 @@ class Group:
 
 
 @dataclass
-class Plan:
+class LaunchPlan:
     """The launch: groups, jobs that run alone (num -> why), jobs that fail (num -> error)."""
 
     groups: list[Group] = field(default_factory=list)
@@ -64,9 +64,9 @@ class Plan:
     failed: dict[int, Exception] = field(default_factory=dict)
 
 
-def plan(jobs: list[Job], max_batch: int) -> Plan:
+def plan(jobs: list[Job], max_batch: int) -> LaunchPlan:
     """Group ``jobs`` (in order of first appearance; at most ``max_batch`` rows a group)."""
-    out = Plan()
+    out = LaunchPlan()
     groups: dict[str, Group] = {}
     for job in jobs:
         try:
