@@ -42,7 +42,7 @@ def log_children(store: Any, parent: str | None, children: list[Mapping[str, Any
 def _log_child(store: Any, parent_id: str | None, child: Mapping[str, Any]) -> str:
     from mlflow.entities import Metric, Param
 
-    from runner.tracking.store import _param_value
+    from runner.tracking.records import param_text
 
     tags = dict(child["tags"])
     if parent_id:
@@ -55,7 +55,7 @@ def _log_child(store: Any, parent_id: str | None, child: Mapping[str, Any]) -> s
             points = [(int(s), float(v)) for s, v in zip(steps.tolist(), values.tolist()) if math.isfinite(v)]
             logged[key] = ([s for s, _ in points], [v for _, v in points])
             metrics += [Metric(key, v, stamp, s) for s, v in points]
-        params = [Param(k, _param_value(v)) for k, v in child["params"].items()]
+        params = [Param(k, param_text(v)) for k, v in child["params"].items()]
         store.client.log_batch(run_id, metrics=metrics, params=params, synchronous=True)
         HISTORIES[run_id] = logged
         if child.get("bundle"):

@@ -25,6 +25,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def param_text(value: Any) -> str:
+    """A param's value as MLflow stores it: its text, cut to MLflow's 6,000 characters."""
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
 def log_stride(steps: int, log_every: Any) -> int:
     """Metric stride: every step up to 1000 steps, then about 1000 points (``tracking.log_every``).
 

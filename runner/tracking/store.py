@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from runner.tracking.records import param_text
+
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
@@ -199,7 +201,7 @@ class MlflowStore:
         run_id = run.info.run_id
         if handle:
             self._handles[handle] = run_id
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(k, param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
         return run_id
@@ -327,8 +329,3 @@ class MlflowStore:
         from runner.tracking import bulk
 
         bulk.log_trajectory_table(self, parent, artifact_file, columns, names)
-
-
-def _param_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 6000 else text[:5997] + "..."
