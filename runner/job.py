@@ -201,6 +201,14 @@ def check_optimizer(plan: Plan) -> None:
 
 def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = None) -> RunRecorder:
     """The run in MLflow, with its params (the resolved config) and the tags known up front."""
+    config = OmegaConf.to_container(plan.cfg, resolve=True)
+    tags = {**start_tags(plan), **(extra_tags or {})}
+    # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
+    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
+
+
+def start_tags(plan: Plan) -> dict[str, str]:
+    """The tags known before the descent (the batched launcher gives its rows the same)."""
     cfg = plan.cfg
     tags = {
         "compiled": "fused step" if plan.fused_lr is not None else str(bool(cfg.backend.compile)).lower(),
@@ -213,11 +221,8 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
     }
     if plan.min_value is not None:
         tags["objective.min_value"] = repr(plan.min_value)
-    config = OmegaConf.to_container(cfg, resolve=True)
     tags.update(provenance_tags(config_fingerprint(cfg), cfg.seed, device_name(plan.device)))
-    tags.update(extra_tags or {})
-    # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
-    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
+    return tags
 
 
 def descend_recorded(plan: Plan, recorder: RunRecorder | None) -> tuple[Trajectory, Path | None]:
@@ -289,8 +294,9 @@ def finish_record(plan: Plan, recorder: RunRecorder, traj: Trajectory, trajector
     recorder.finish(end_tags(plan, traj), wait=not in_process_sweep())
 
 
-def end_tags(plan: Plan, traj: Trajectory) -> dict[str, str]:
-    outcome, final = traj.outcome[0], int(traj.final_step[0])
+def end_tags(plan: Plan, traj: Trajectory, row: int = 0) -> dict[str, str]:
+    """The tags known once row ``row`` of the descent has ended."""
+    outcome, final = traj.outcome[row], int(traj.final_step[row])
     tags = {"outcome": outcome, "final_step": str(final), "log_every": str(plan.stride)}
     if outcome == "diverged":
         tags["diverged_step"] = str(final)
@@ -303,18 +309,19 @@ def end_tags(plan: Plan, traj: Trajectory) -> dict[str, str]:
     return tags
 
 
-def artifact_bundle(plan: Plan, traj: Trajectory, trajectory_file: Path | None) -> dict[str, Any]:
+def artifact_bundle(plan: Plan, traj: Trajectory, trajectory_file: Path | None, row: int = 0) -> dict[str, Any]:
     """What the writer turns into config.yaml, trajectory.csv and the plots (drawn from the metric
-    samples: every step up to 1,000 steps, about 1,000 points beyond)."""
-    at = traj.row_positions(0)
-    grid = contour_grid(plan.problem, traj.x[at, 0, :])
+    samples: every step up to 1,000 steps, about 1,000 points beyond) of row ``row``."""
+    at = traj.row_positions(row)
+    at = at[np.isin(traj.steps[at], records.sampled_steps(int(traj.final_step[row]), plan.stride))]
+    grid = contour_grid(plan.problem, traj.x[at, row, :])
     return {
         "config": OmegaConf.to_yaml(plan.cfg, resolve=True),
         "trajectory": str(trajectory_file) if trajectory_file is not None else None,
         "title": plan.name,
         "plots": {
             "steps": traj.steps[at],
-            "loss": traj.loss[at, 0],
+            "loss": traj.loss[at, row],
             "grid": None if grid is None else grid[:2],
             "path": None if grid is None else grid[2],
             # Plain strings: the writer must not unpickle (and import) our name sequences.
@@ -340,14 +347,21 @@ def contour_grid(problem: Problem, path: np.ndarray):
     return bounds, Z.reshape(X.shape).cpu().numpy().astype(np.float32), path
 
 
-def report(plan: Plan, traj: Trajectory, recorder: RunRecorder | None) -> None:
-    """The run's line (and where it is recorded), and the gradient check's verdict."""
-    problem, cfg = plan.problem, plan.cfg
-    final = int(traj.final_step[0])
-    shown = ", ".join(f"{n}={v:.7g}" for n, v in zip(problem.var_names[:8], traj.x_final[0][:8]))
+def result_line(plan: Plan, traj: Trajectory, row: int = 0) -> str:
+    """``<name>: <outcome> at step <k>, loss <start> -> <final>, x = [...]`` for row ``row``."""
+    problem = plan.problem
+    final = int(traj.final_step[row])
+    shown = ", ".join(f"{n}={v:.7g}" for n, v in zip(problem.var_names[:8], traj.x_final[row][:8]))
     if problem.dim > 8:
         shown += ", …"
-    print(f"{plan.name}: {traj.outcome[0]} at step {final}, loss {float(traj.loss[0, 0]):.7g} -> {traj.final_loss(0):.7g}, x = [{shown}]")
+    start = float(traj.loss[traj.index(0), row])
+    return f"{plan.name}: {traj.outcome[row]} at step {final}, loss {start:.7g} -> {traj.final_loss(row):.7g}, x = [{shown}]"
+
+
+def report(plan: Plan, traj: Trajectory, recorder: RunRecorder | None) -> None:
+    """The run's line (and where it is recorded), and the gradient check's verdict."""
+    cfg = plan.cfg
+    print(result_line(plan, traj))
     if recorder is not None and recorder.known_id is not None:
         experiment_id = recorder.store.get_experiment_id()
         print(links.run_lines(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment, experiment_id, recorder.known_id))

@@ -141,7 +141,7 @@ def test_no_module_assigns_to_hydra():
     assert offenders == []
 
 
-def test_the_default_sweeper_and_launcher_are_the_cached_plugins(loader_and_master):
+def test_the_default_sweeper_and_launcher_are_the_runners_plugins(loader_and_master):
     _, master = loader_and_master
-    assert master.hydra.launcher._target_ == "hydra_plugins.runner_plugins.cached_launcher.CachedBasicLauncher"
+    assert master.hydra.launcher._target_ == "hydra_plugins.runner_plugins.batched_launcher.BatchedLauncher"
     assert master.hydra.sweeper._target_ == "hydra_plugins.runner_plugins.cached_sweeper.CachedSweeper"

@@ -7,6 +7,9 @@ sweeper validates the same way through :func:`runner.sweeps.compose.compose_job`
 (``conf/config.yaml``); everything else is Hydra's ``BasicSweeper`` (same keys: ``max_batch_size``,
 ``params``).
 
+Validating a batch composes only each job's task part (:func:`runner.sweeps.compose.compose_task`; a
+value override can fail nowhere else), and the ``batched`` launcher reuses those compositions.
+
 With ``resume=true`` it first says how much of the sweep is already done: ``resume: 140 of 200 jobs
 already done, running 60`` (each job then finds its earlier run itself, whichever launcher runs it).
 """
@@ -32,10 +35,19 @@ class CachedSweeper(BasicSweeper):
     """Hydra's basic sweeper whose batch validation composes from cached compositions."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from runner.sweeps.compose import compose_job
+        """Compose every job (its task part where that suffices: a value override can only fail
+        there) and keep the compositions for the launcher (the ``batched`` launcher reuses them)."""
+        from runner.sweeps.compose import compose_job, compose_task, remember_batch
 
+        loader = self.hydra_context.config_loader
+        composed = []
         for overrides in batch:
-            compose_job(self.hydra_context.config_loader, self.config, list(overrides))
+            job = compose_task(loader, self.config, list(overrides))
+            if job is None:
+                compose_job(loader, self.config, list(overrides))
+            else:
+                composed.append(job)
+        remember_batch(loader, composed)
 
     def sweep(self, arguments: List[str]) -> Any:
         if self.config.get("resume") and self.config.tracking.enabled:

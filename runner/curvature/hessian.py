@@ -287,6 +287,12 @@ def stable_lr_warning(problem, backend, lr: float) -> str | None:
     By double backward rather than ``torch.func.hessian``: at the start of every run the latter would
     import ``torch._dynamo`` (~2-3 s) for a few milliseconds of work.
     """
+    return lr_warning(lr, stable_step(problem))
+
+
+def stable_step(problem) -> tuple[float, float] | None:
+    """``(2/λ_max, λ_max)`` at the problem's start point, or None where it is not computed (see
+    :func:`stable_lr_warning`). The batched launcher computes it once per start point."""
     base = problem.x0.unsqueeze(0)
     p = problem.params(base)[0]
     if p.numel() > MAX_DIM:
@@ -297,10 +303,15 @@ def stable_lr_warning(problem, backend, lr: float) -> str | None:
         return None
     if not bool(torch.isfinite(eigs).all()):
         return None
-    bound = stable_lr(eigs)
-    if lr <= bound:
+    return stable_lr(eigs), float(eigs.max())
+
+
+def lr_warning(lr: float, step: tuple[float, float] | None) -> str | None:
+    """The warning for ``lr`` against a :func:`stable_step` result (None: no warning)."""
+    if step is None or lr <= step[0]:
         return None
+    bound, lam = step
     return (
         f"lr={lr:g} exceeds the stable step 2/λ_max = {bound:.6g} at the start point "
-        f"(λ_max = {float(eigs.max()):.6g}); plain gradient descent may diverge"
+        f"(λ_max = {lam:.6g}); plain gradient descent may diverge"
     )

@@ -99,28 +99,42 @@ def sample_coords(n: int, limit: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
-def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None):
+def _first_stop(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None,
+                limit: torch.Tensor | None = None):
     """For records ``(T, B)``: the first index where each row stops (-1: it does not), and why.
 
     A row diverges at the first non-finite loss or gradient norm, converges at the first finite
-    gradient norm ≤ tol; codes index :data:`OUTCOMES`.
+    gradient norm ≤ tol (a float, or one per row, ``(B,)``; NaN: never); codes index
+    :data:`OUTCOMES`. ``limit`` ``(B,)``: the index of each row's own last step in this window (≥ T:
+    beyond it); a row that gets there first stops there with ``max_steps``, after the other tests.
     """
     bad = ~(torch.isfinite(loss) & torch.isfinite(gnorm))
     event = bad if tol is None else bad | (gnorm <= tol)
     T = loss.shape[0]
     idx = torch.arange(T, device=loss.device).unsqueeze(1).expand_as(event)
     first = torch.where(event, idx, T).min(dim=0).values  # (B,)
-    hit = first < T
     was_bad = bad.gather(0, first.clamp(max=T - 1).unsqueeze(0)).squeeze(0)
-    return torch.where(hit, first, -1), torch.where(hit, torch.where(was_bad, 2, 1), 0)
+    code = torch.where(was_bad, 2, 1)
+    if limit is not None:
+        capped = limit < first
+        first = torch.where(capped, limit, first)
+        code = torch.where(capped, 0, code)
+    hit = first < T
+    return torch.where(hit, first, -1), torch.where(hit, code, 0)
 
 
-def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | None) -> bool:
-    """The cheap test made at every check: no stopping event anywhere in the window."""
-    ok = torch.isfinite(loss).all() & torch.isfinite(gnorm).all()
+def _all_running(loss: torch.Tensor, gnorm: torch.Tensor, tol: float | torch.Tensor | None,
+                 stopped: torch.Tensor | None = None) -> bool:
+    """The cheap test made at every check: no stopping event in the window, in any row that has not
+    stopped before it (``stopped`` (B,)). Per row: the sums over the window are finite (a NaN or an
+    infinity propagates; a sum that overflows only sends the window to the exact test) and no
+    gradient norm is ≤ tol. Much cheaper than testing every record on the CPU."""
+    ok = torch.isfinite(loss.sum(dim=0) + gnorm.sum(dim=0))
     if tol is not None:
-        ok = ok & (gnorm > tol).all()
-    return bool(ok)
+        ok = ok & ~(gnorm.amin(dim=0) <= tol)
+    if stopped is not None:
+        ok = ok | stopped
+    return bool(ok.all())
 
 
 class _EagerStepper:
@@ -226,14 +240,20 @@ class _Window:
         self.xs.append(x_rec)
         self.gs.append(g_rec)
 
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``; ``lr`` ``(T,)`` with a
-        schedule."""
-        gs = torch.stack(self.gs)
-        norms = torch.linalg.vector_norm(gs, dim=-1) if self.norms[0] is None else torch.stack(self.norms)
-        records = {"loss": torch.stack(self.losses), "grad_norm": norms, "x": torch.stack(self.xs), "grad": gs}
+    def stacked(self, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``loss``, ``grad_norm`` ``(T, B)``, ``x``, ``grad`` ``(T, B, ·)``, and ``lr`` ``(T,)`` with
+        a schedule; written into ``out`` (tensors of those shapes) when given."""
+        out = out or {}
+        gs = torch.stack(self.gs, out=out.get("grad"))
+        if self.norms[0] is None:
+            norms = torch.linalg.vector_norm(gs, dim=-1, out=out.get("grad_norm"))
+        else:
+            norms = torch.stack(self.norms, out=out.get("grad_norm"))
+        records = {"loss": torch.stack(self.losses, out=out.get("loss")), "grad_norm": norms,
+                   "x": torch.stack(self.xs, out=out.get("x")), "grad": gs}
         if self.lrs:
-            records["lr"] = torch.tensor(self.lrs, dtype=torch.float64, device=gs.device)
+            lrs = torch.tensor(self.lrs, dtype=torch.float64, device=gs.device)
+            records["lr"] = out["lr"].copy_(lrs) if "lr" in out else lrs
         return records
 
     def restart(self, lo: int) -> None:
@@ -251,20 +271,33 @@ class _Window:
 
 
 class _Stops:
-    """Each row's final step (-1 while it runs), why it stopped, and its final point."""
+    """Each row's final step (-1 while it runs), why it stopped, and its final point.
 
-    def __init__(self, base: torch.Tensor) -> None:
+    ``row_steps`` ``(B,)``: each row's own number of steps (rows then stop at different steps with
+    ``max_steps``); None: every row runs the loop's ``steps``."""
+
+    def __init__(self, base: torch.Tensor, row_steps: torch.Tensor | None = None) -> None:
         B, device = base.shape[0], base.device
         self.step = torch.full((B,), -1, dtype=torch.long, device=device)
         self.code = torch.zeros((B,), dtype=torch.long, device=device)
         self.x_final = base.clone()
         self.frozen: torch.Tensor | None = None  # rows that no longer move; None while all run
+        self.row_steps = None if row_steps is None else row_steps.to(device=device, dtype=torch.long)
+        self.limits = None if row_steps is None else set(self.row_steps.tolist())  # on the host
 
-    def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | None) -> bool:
+    def _limit(self, lo: int, T: int) -> torch.Tensor | None:
+        """Each row's own last step as an index into the window from ``lo`` (None: none falls in it)."""
+        if self.limits is None or not any(lo <= s < lo + T for s in self.limits):
+            return None
+        at = self.row_steps - lo
+        return torch.where(at >= 0, at, T)
+
+    def test(self, lo: int, window: dict[str, torch.Tensor], x_k: torch.Tensor, tol: float | torch.Tensor | None) -> bool:
         """Find the rows that stopped in this window; whether every row is still running."""
-        if _all_running(window["loss"], window["grad_norm"], tol):
-            return True
-        first, why = _first_stop(window["loss"], window["grad_norm"], tol)
+        limit = self._limit(lo, window["loss"].shape[0])
+        if limit is None and _all_running(window["loss"], window["grad_norm"], tol, self.frozen):
+            return self.frozen is None
+        first, why = _first_stop(window["loss"], window["grad_norm"], tol, limit)
         newly = (self.step < 0) & (first >= 0)
         self.step = torch.where(newly, first + lo, self.step)
         self.code = torch.where(newly, why, self.code)
@@ -286,15 +319,45 @@ class _Stops:
 
 class _Kept:
     """The steps a :class:`Trajectory` keeps, on the host: every ``every``-th step and each row's
-    final step, gathered from each window before it is dropped."""
+    final step, gathered from each window before it is dropped. With ``every`` = 1 (every step of a
+    known number) the records go straight into arrays allocated once, as a hand-written loop would
+    keep them; otherwise the kept steps of each window are kept as a chunk."""
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, every: int, steps: int) -> None:
         self.every = every
+        self.total = steps + 1 if every == 1 else None
+        self.arrays: dict[str, torch.Tensor] | None = None  # on the host, every step
+        self.placed = -1  # the window (by its first step) stacked in place into ``arrays``
+        self.filled = 0
         self.chunks: list[dict[str, np.ndarray]] = []
+
+    def slots(self, window: _Window) -> dict[str, torch.Tensor] | None:
+        """Where a window of a CPU run that keeps every step is stacked: its rows of the arrays
+        (so the records are copied once, as into a hand-written loop's preallocated tensors)."""
+        if self.total is None or window.losses[0].device.type != "cpu":
+            return None
+        if self.arrays is None:
+            loss, x, g = window.losses[0], window.xs[0], window.gs[0]
+            self.arrays = {
+                "loss": loss.new_empty((self.total, *loss.shape)), "grad_norm": g.new_empty((self.total, g.shape[0])),
+                "x": x.new_empty((self.total, *x.shape)), "grad": g.new_empty((self.total, *g.shape)),
+            }
+            if window.lrs:
+                self.arrays["lr"] = torch.empty(self.total, dtype=torch.float64)
+        self.placed = window.lo
+        return {key: value[window.lo : window.lo + len(window)] for key, value in self.arrays.items()}
 
     def add(self, lo: int, window: dict[str, torch.Tensor], finals: np.ndarray | None) -> None:
         """``finals``: the rows' final steps known so far (None while every row runs)."""
         T = window["loss"].shape[0]
+        if self.total is not None:
+            if self.arrays is None:
+                self.arrays = {key: torch.empty((self.total, *v.shape[1:]), dtype=v.dtype) for key, v in window.items()}
+            if self.placed != lo:  # records on a device: copied to the host
+                for key, value in window.items():
+                    self.arrays[key][lo : lo + T] = value.cpu()
+            self.filled = lo + T
+            return
         steps = np.arange(lo, lo + T)
         keep = (steps % self.every) == 0
         if finals is not None:
@@ -310,21 +373,27 @@ class _Kept:
         chunk["steps"] = steps[index]
         self.chunks.append(chunk)
 
+    def _gathered(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        source = self.arrays if self.arrays is not None else self.chunks[0]
+        keys = [key for key in ("loss", "grad_norm", "x", "grad", "lr") if key in source]
+        if self.arrays is not None:
+            return np.arange(self.filled), {key: self.arrays[key][: self.filled].numpy() for key in keys}
+        steps = np.concatenate([c["steps"] for c in self.chunks])
+        return steps, {key: np.concatenate([c[key] for c in self.chunks]) for key in keys}
+
     def trajectory(self, stops: _Stops, x_coords, g_coords, x_whole: bool, seconds: float) -> Trajectory:
         final = stops.step.cpu().numpy()
-        steps = np.concatenate([c["steps"] for c in self.chunks])
-        keys = [key for key in ("loss", "grad_norm", "x", "grad", "lr") if key in self.chunks[0]]
-        arrays = {key: np.concatenate([c[key] for c in self.chunks]) for key in keys}
+        steps, arrays = self._gathered()
         last = int(final.max())
-        upto = steps <= last
-        steps = steps[upto]
-        arrays = {key: value[upto] for key, value in arrays.items()}
+        upto = int(np.searchsorted(steps, last, side="right"))  # steps are increasing
+        steps = steps[:upto]
+        arrays = {key: value[:upto] for key, value in arrays.items()}
         # Blank out what a row recorded after its own final step (rows stop at different steps).
-        after = steps[:, None] > final[None, :]
-        for key in ("loss", "grad_norm"):
-            arrays[key][after] = math.nan
-        for key in ("x", "grad"):
-            arrays[key][after] = math.nan
+        for row in np.flatnonzero(final < last):
+            after = int(np.searchsorted(steps, final[row], side="right"))
+            for value in arrays.values():
+                if value.ndim > 1:  # not lr (T,): one per step, shared by the rows
+                    value[after:, row] = math.nan
         x_final = stops.x_final.detach().cpu().numpy()
         if x_whole:  # the exact final point of every row, from the records at its final step
             at = np.searchsorted(steps, final)
@@ -343,7 +412,7 @@ def descend(
     make_optimizer: Callable[[list[torch.Tensor]], Any],
     *,
     steps: int,
-    tol: float | None = None,
+    tol: float | torch.Tensor | None = None,
     x0: torch.Tensor | None = None,
     max_coords: int = 64,
     closure: bool = False,
@@ -355,6 +424,7 @@ def descend(
     record_every: int = 1,
     on_window: WindowSink | None = None,
     schedule: Callable[[Any], Callable[[int], float]] | None = None,
+    row_steps: torch.Tensor | None = None,
 ) -> Trajectory:
     """Descend ``problem`` from ``x0`` (``(B, d)``; default: the problem's start, B = 1).
 
@@ -372,13 +442,16 @@ def descend(
         schedule: called with the optimizer, gives ``lr_at(k)``, called at every step k before its
             update; it sets the optimizer's lr and returns it (recorded as ``lr``). See
             :mod:`runner.descent.schedules`; not with ``fused_lr``.
+        tol: a float, or ``(B,)`` one per row (NaN: that row never converges).
+        row_steps: ``(B,)`` each row's own number of steps, ≤ ``steps`` (a row stops at its own with
+            ``max_steps``, like a run of that many steps); None: ``steps`` for every row.
     """
     start = time.perf_counter()
     base = (problem.x0 if x0 is None else x0).reshape(-1, problem.dim).clone()
     x_coords = sample_coords(problem.dim, max_coords)
     g_coords = sample_coords(problem.wrt.numel(), max_coords)
     stepper = _stepper(problem, base, backend, make_optimizer, closure, fused_lr, x_coords, g_coords)
-    window, stops, kept = _Window(), _Stops(base), _Kept(max(1, int(record_every)))
+    window, stops, kept = _Window(), _Stops(base, row_steps), _Kept(max(1, int(record_every)), steps)
     if schedule is not None and fused_lr is not None:
         raise ValueError("a learning-rate schedule needs the optimizer's own step, not the fused compiled step")
     lr_at = schedule(stepper.optimizer) if schedule is not None else None
@@ -394,7 +467,7 @@ def descend(
                 window.lrs.append(lr_at(k))
             last = k == steps
             if last or len(window) >= sync_every:
-                records = window.stacked()
+                records = window.stacked(kept.slots(window))
                 running = stops.test(window.lo, records, x_k, tol)
                 if last:
                     stops.end(k, stepper.current())

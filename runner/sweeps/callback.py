@@ -39,11 +39,12 @@ from runner.sweeps import workers
 from runner.sweeps.describe import command_line, expected_jobs, parse_overrides, sweep_name, sweep_params, swept_keys
 from runner.sweeps.guard import Guard
 from runner.tracking.naming import PARENT_ENV, SWEPT_ENV
+from runner.tracking.writer import IN_PROCESS_LAUNCHERS
 
 
 def in_process_launcher(config: DictConfig) -> bool:
-    """Whether the jobs run in this process (Hydra's basic launcher)."""
-    return str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith("BasicLauncher")
+    """Whether the jobs run in this process (Hydra's basic launcher, the cached and batched ones)."""
+    return str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(IN_PROCESS_LAUNCHERS)
 
 
 def optimizer_choices(config: DictConfig) -> set[str]:

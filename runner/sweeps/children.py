@@ -77,6 +77,13 @@ def _search(client, parent, where: str) -> list:
 
 
 def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    """A child's metric history; from memory when this process logged it in bulk (the batched
+    launcher's children: :func:`runner.tracking.bulk.logged_history`), else from the store."""
+    from runner.tracking.bulk import logged_history
+
+    logged = logged_history(run_id, key)
+    if logged is not None:
+        return list(logged[0]), list(logged[1])
     points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     return [m.step for m in points], [m.value for m in points]
 

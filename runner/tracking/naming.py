@@ -38,8 +38,14 @@ def swept_extras(cfg: Any) -> dict[str, Any]:
         return {}
     if hc.mode != RunMode.MULTIRUN:
         return {}
+    return extras_of(list(hc.overrides.task), swept)
+
+
+def extras_of(task_overrides: list[str], swept: str | None) -> dict[str, Any]:
+    """:func:`swept_extras` of a multirun job whose ``hydra.overrides.task`` is ``task_overrides``
+    (``swept``: the value of ``$RUNNER_SWEPT_KEYS``, or None)."""
     extras = {}
-    for item in hc.overrides.task:
+    for item in task_overrides:
         key, _, value = item.lstrip("+~").partition("=")
         if key in NAMED or key.startswith(("tracking", "hydra", "progress")):
             continue

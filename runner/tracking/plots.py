@@ -33,6 +33,10 @@ FIGSIZE = (6.4, 4.8)
 PANEL = (5.6, 4.3)  # one panel of a figure with several
 DPI = 110
 LEGEND_INSIDE = 8  # legend entries drawn inside the axes, at most
+# Beyond this many runs on one axes, the curves are one LineCollection with a colour scale instead
+# of one labelled line each: a 1,000-entry legend took most of a 1,000-child sweep's summary time
+# (~100 s for its figures on the loaded dev box) and cannot be read anyway.
+MANY_CURVES = 40
 PATH_MARGINS = {"left": 0.11, "right": 0.97, "bottom": 0.1, "top": 0.93}  # path_figure's fixed layout
 
 Curve = tuple  # (steps, loss): a non-finite loss marks the step where the run diverged
@@ -162,6 +166,8 @@ def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate
     values drawn."""
     from matplotlib import colormaps
 
+    if len(curves) > MANY_CURVES:
+        return _draw_many_curves(ax, curves, view)
     drawn = [np.empty(0)]
     for i, (name, (steps, loss)) in enumerate(curves.items()):
         steps, loss = np.asarray(steps, dtype=float).ravel(), np.asarray(loss, dtype=float).ravel()
@@ -175,6 +181,35 @@ def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate
             _mark_divergence(ax, *found, color=line.get_color(), annotate=annotate)
         drawn.append(y[keep])
     return np.concatenate(drawn)
+
+
+def _draw_many_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView) -> np.ndarray:
+    """More than ``MANY_CURVES`` runs: their finite parts as one LineCollection, no legend entries;
+    the values drawn."""
+    lines = []
+    for steps, loss in curves.values():
+        steps, loss = np.asarray(steps, dtype=float).ravel(), np.asarray(loss, dtype=float).ravel()
+        y = view.values(loss)
+        keep = np.isfinite(y) & np.isfinite(steps)
+        lines.append(np.column_stack([steps[keep], y[keep]]))
+    _many_lines(ax, lines)
+    return np.concatenate([np.empty(0)] + [line[:, 1] for line in lines])
+
+
+def _many_lines(ax: Axes, lines: list[np.ndarray], **kwargs: Any) -> None:
+    """Many runs' curves as one LineCollection, coloured in run order (a colour bar says which),
+    in one draw call instead of one Line2D (and legend entry) each."""
+    from matplotlib import colormaps
+    from matplotlib.collections import LineCollection
+
+    kept = [line for line in lines if len(line)]
+    if not kept:
+        return
+    collection = LineCollection(kept, cmap=colormaps["viridis"], lw=0.8, alpha=0.6, **kwargs)
+    collection.set_array(np.arange(len(kept), dtype=float))
+    ax.add_collection(collection)
+    ax.autoscale_view()
+    ax.figure.colorbar(collection, ax=ax, label=f"run, in sweep order ({len(kept)} runs)", pad=0.02)
 
 
 def _floor_line(ax: Axes, view: LossView, losses: Sequence) -> None:
@@ -397,14 +432,18 @@ def overlay_paths_figure(
 
     fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "Greys")
-    for i, (name, path) in enumerate(paths.items()):
-        p = _finite_rows(path)
+    finite = [_finite_rows(path) for path in paths.values()]
+    if len(paths) > MANY_CURVES:
+        _many_lines(ax, finite, zorder=4)
+        starts = np.array([p[0] for p in finite if len(p)]).reshape(-1, 2)
+        ax.scatter(starts[:, 0], starts[:, 1], marker="o", s=12, c="white", edgecolors="k", linewidths=0.5, zorder=5)
+    for i, (name, p) in enumerate(zip(paths, finite) if len(paths) <= MANY_CURVES else ()):
         color = f"C{i}" if len(paths) <= 10 else colormaps["tab20"](i % 20)
         ax.plot(p[:, 0], p[:, 1], "-o", color=color, ms=2.5, lw=1.2, label=str(name), zorder=4)
         if len(p):
             ax.scatter(p[:1, 0], p[:1, 1], marker="o", s=40, c=[color], edgecolors="k", zorder=5)
     _decorate_path_axes(ax, X, Y, var_names, minima)
-    _legend(ax, len(paths) + (1 if len(minima) else 0), below=True)
+    _legend(ax, (len(paths) if len(paths) <= MANY_CURVES else 0) + (1 if len(minima) else 0), below=True)
     return fit_layout(fig)
 
 

@@ -25,6 +25,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def param_text(value: Any) -> str:
+    """A param's value as MLflow stores it: its text, cut to MLflow's 6,000 characters."""
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
 def log_stride(steps: int, log_every: Any) -> int:
     """Metric stride: every step up to 1000 steps, then about 1000 points (``tracking.log_every``).
 
@@ -46,8 +52,10 @@ def sampled_steps(final_step: int, stride: int, start: int = 0) -> np.ndarray:
 def metric_series(traj, row: int, x_names: list[str], g_names: list[str], stride: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The contract's per-step metrics of one trajectory row at its sampled steps (every
     ``stride``-th step and its final step; the trajectory must have kept them)."""
-    final = int(traj.final_step[row])
-    at = np.array([traj.index(int(s)) for s in sampled_steps(final, stride)])
+    wanted = sampled_steps(int(traj.final_step[row]), stride)
+    at = np.searchsorted(traj.steps, wanted)
+    if not np.array_equal(traj.steps[np.minimum(at, len(traj.steps) - 1)], wanted):
+        raise KeyError(f"the trajectory did not keep every {stride}-th step of row {row}")
     return _series(traj.steps[at], traj.loss[at, row], traj.grad_norm[at, row], traj.x[at, row], traj.grad[at, row], x_names, g_names)
 
 

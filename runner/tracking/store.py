@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from runner.tracking import faults
+from runner.tracking.records import param_text
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -327,7 +328,7 @@ class MlflowStore:
         self.open_runs[run_id] = OpenRun(run_name, guarded)
         if handle:
             self._handles[handle] = run_id
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(k, param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
         return run_id
@@ -538,6 +539,31 @@ class MlflowStore:
 
         self.client.set_tag(run_id, REUSED_BY + self.run_id(parent_run_id), "true")
 
+    # -- many children at once (the batched launcher; :mod:`runner.tracking.bulk`) ---------------
+    def log_children(self, parent: str | None, children: list, token: str) -> list[str]:
+        """Create, log and end each child run in one call; their ids."""
+        from runner.tracking import bulk
+
+        return bulk.log_children(self, parent, children, token)
+
+    def children_written(self, token: str) -> int:
+        """How many children the calls with ``token`` have written so far (a progress bar asks)."""
+        from runner.tracking import bulk
+
+        return bulk.children_written(token)
+
+    def cancel_children(self, token: str) -> None:
+        """Drop the children of ``token`` not written yet (an interrupted sweep ends promptly)."""
+        from runner.tracking import bulk
+
+        bulk.cancel_children(token)
+
+    def log_trajectory_table(self, parent: str, artifact_file: str, columns: Mapping[str, Any], names: Mapping[int, str]) -> None:
+        """The parent's table of every trajectory (Parquet), with each line's child run id."""
+        from runner.tracking import bulk
+
+        bulk.log_trajectory_table(self, parent, artifact_file, columns, names)
+
 
 class _CompleteLines:
     """A text file another process was writing when it stopped: only its complete lines are logged."""
@@ -617,8 +643,3 @@ def error_line(method: str, exc: BaseException, uri: str = "") -> str:
         return f"tracking: {method} failed: {fault}"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"tracking: {method} failed: {type(exc).__name__}: {text}"
-
-
-def _param_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 6000 else text[:5997] + "..."

@@ -34,8 +34,9 @@ from runner.processes import child_env
 # ``open`` is not among them: the caller goes on (imports torch.optim, say) while the store opens,
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
 # does not wait either (an in-process sweep: the process's last flush waits for it).
-SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve", "find_finished", "done_keys", "end_open_runs"}
-IMMEDIATE = {"open"}  # executed on arrival even though nobody waits
+SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve", "find_finished", "done_keys",
+        "end_open_runs", "children_written"}
+IMMEDIATE = {"open", "cancel_children"}  # executed on arrival even though nobody waits
 BARRIER = {"end_run", "call", "flush", "run_function", "resolve", "end_open_runs"}  # wait for everything sent before them
 
 
@@ -51,6 +52,8 @@ class _Slot:
 
 STOPPED = "tracking: the MLflow writer process stopped unexpectedly"
 CLOSE = "close"  # the last message of a main process that ends properly (see writer_process)
+# Launchers that run a sweep's jobs in this process (Hydra's basic and the runner's cached and batched).
+IN_PROCESS_LAUNCHERS = ("BasicLauncher", "BatchedLauncher")
 
 
 class StoreProcess:
@@ -219,7 +222,7 @@ def in_process_sweep() -> bool:
         hc = HydraConfig.get()
     except Exception:
         return False
-    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(IN_PROCESS_LAUNCHERS)
 
 
 def close_writer() -> None:
