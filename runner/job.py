@@ -27,6 +27,7 @@ from runner.descent.schedules import is_constant, schedule_factory, schedule_nam
 from runner.tracking import records
 from runner.tracking.naming import run_name, swept_extras
 from runner.tracking.recorder import RunRecorder, open_store
+from runner.tracking.scheduler import scheduler_tags
 from runner.tracking.store import resolve_uri
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
@@ -149,6 +150,7 @@ def start_record(plan: Plan, store: Any) -> RunRecorder:
         "device": str(plan.device),
         "dtype": cfg.backend.dtype,
         "task": cfg.task,
+        **scheduler_tags(),  # slurm.job_id in a SLURM job: its launcher ends the run if SLURM kills it
     }
     config = OmegaConf.to_container(cfg, resolve=True)
     # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
