@@ -19,7 +19,10 @@ server's GenAI job runners are not needed), and prints the UI's address. Then
 For a server other machines use (a cluster), bind another interface and name the hosts allowed in
 requests: ``--host 0.0.0.0 --allowed-hosts 'login1:5000,login1.example.org:5000'`` (MLflow 3 refuses
 other ``Host`` headers), and give it a database that takes concurrent writers if the sweeps are large
-(``--store postgresql://...``). See docs/sweeps.md.
+(``--store postgresql://...``; the password is printed as ``***``, and a driver that is not installed
+is refused in one line). ``--app-name basic-auth --auth-config basic_auth.ini`` puts MLflow's basic
+auth in front of it (``mlflow[auth]``; clients set ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``). See
+docs/sweeps.md.
 """
 
 from __future__ import annotations

@@ -62,13 +62,15 @@ def queued(job_ids: Iterable[str]) -> dict[str, str]:
     return states
 
 
-def end_state(job_id: str, error_log: Path | None = None) -> tuple[str, str]:
-    """``(state, source)`` of a job that has left the queue: see the module docstring for the order."""
+def end_state(job_id: str, logs: Iterable[Path] = ()) -> tuple[str, str]:
+    """``(state, source)`` of a job that has left the queue: see the module docstring for the order.
+    ``logs``: the job's output and error logs (slurmstepd writes its STEP line into one, JOB into the other)."""
     for source, ask in (("sacct", _sacct_state), ("scontrol", _scontrol_state)):
         state = ask(job_id)
         if state:
             return state, source
-    state = log_state(error_log.read_text(errors="replace")) if error_log is not None and error_log.is_file() else None
+    text = "\n".join(Path(p).read_text(errors="replace") for p in logs if Path(p).is_file())
+    state = log_state(text)
     return (state, "job log") if state else ("UNKNOWN", "none")
 
 

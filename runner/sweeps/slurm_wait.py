@@ -40,18 +40,19 @@ class SlurmJobLost(RuntimeError):
     """The error a lost job's ``JobReturn`` carries (the sweep raises it once all jobs are in)."""
 
 
-def _error_log(job: Any) -> Path | None:
-    try:
-        return Path(job.paths.stderr)
-    except (AttributeError, ValueError):
-        return None
+def _error_log(job: Any) -> Path:
+    return Path(job.paths.stderr)
+
+
+def _logs(job: Any) -> tuple[Path, Path]:
+    return Path(job.paths.stdout), Path(job.paths.stderr)
 
 
 def wait_for_jobs(jobs: Sequence[Any], poll_s: float = 2.0, grace_s: float = 10.0, unreachable_s: float = 300.0,
                   say: Callable[[str], None] = print) -> dict[str, LostJob]:
     """Wait until every submitit job has its result file or is lost; ``{job id: LostJob}``.
 
-    ``jobs``: submitit jobs (``job_id``, ``paths.result_pickle``, ``paths.stderr``)."""
+    ``jobs``: submitit jobs (``job_id``, ``paths.result_pickle``, ``paths.stdout``, ``paths.stderr``)."""
     pending = {job.job_id: job for job in jobs}
     gone: dict[str, tuple[float, str, str]] = {}  # job id -> (first seen out of the queue, state, source)
     lost: dict[str, LostJob] = {}
@@ -77,11 +78,11 @@ def wait_for_jobs(jobs: Sequence[Any], poll_s: float = 2.0, grace_s: float = 10.
             if job_id in in_queue:
                 gone.pop(job_id, None)
             elif job_id not in gone:  # ask now: slurmctld forgets a job MinJobAge after its end
-                gone[job_id] = (now, *end_state(job_id, _error_log(job)))
+                gone[job_id] = (now, *end_state(job_id, _logs(job)))
             elif now - gone[job_id][0] >= grace_s:
                 _, state, source = gone[job_id]
                 if state == "UNKNOWN":
-                    state, source = end_state(job_id, _error_log(job))
+                    state, source = end_state(job_id, _logs(job))
                 lost[job_id] = LostJob(job_id, state, source, _error_log(job))
                 del pending[job_id]
                 say(f"warning: {lost[job_id].message()}")

@@ -43,7 +43,8 @@ def store_problem(uri: str) -> str | None:
     module = DRIVER_MODULES.get(driver)
     if module is None or importlib.util.find_spec(module.split(".")[0]) is not None:
         return None
-    hint = ' (pip install -e ".[server]" installs psycopg 3 and psycopg2)' if dialect == "postgresql" else ""
+    hint = ('; pip install -e ".[server]" installs psycopg 3 (postgresql://) and psycopg2 (postgresql+psycopg2://)'
+            if dialect == "postgresql" else "")
     return (f"--store {redact(uri)}: SQLAlchemy needs the {driver} driver for {scheme}://, "
             f"and the module {module!r} is not installed{hint}")
 
