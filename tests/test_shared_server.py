@@ -125,6 +125,7 @@ def test_auth_refuses_the_unauthenticated_and_the_runner_records_with_credential
         monkeypatch.delenv(key)
     # Without credentials: the runner stops before its descent, naming the server; nothing is recorded.
     refused = run_cli("objective=g", "tracking.experiment=alices", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": shared_server.url})
+    print(f"the runner without credentials: exit {refused.returncode}, {refused.stderr.strip()!r}")
     assert refused.returncode != 0
     assert shared_server.url in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
     as_admin(shared_server, monkeypatch)
