@@ -134,7 +134,7 @@ if _submitit_launcher is not None:
                 log.warning(f"SLURM job {lost.job_id}: its run could not be ended: {exc}")
                 return
             for run_id, status in ended:
-                log.warning(f"SLURM job {lost.job_id}: run {run_id} ended {status} (slurm.state={lost.state})")
+                log.warning(f"SLURM job {lost.job_id}: run {run_id} is {status} (slurm.state={lost.state})")
 
     def quiet_time_warning(params: Dict[str, Any]) -> Dict[str, Any]:
         """``additional_parameters`` with ``signal: URG@<signal_delay_s>`` unless it names a signal.
