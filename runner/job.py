@@ -32,6 +32,7 @@ from runner.tracking.naming import PARENT_ENV, objective_label, run_name, swept_
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
 from runner.tracking.store import StoreError, resolve_uri
+from runner.tracking.scheduler import scheduler_tags
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
@@ -218,6 +219,7 @@ def start_tags(plan: Plan) -> dict[str, str]:
         "device": str(plan.device),
         "dtype": cfg.backend.dtype,
         "task": cfg.task,
+        **scheduler_tags(),  # slurm.job_id in a SLURM job: its launcher ends the run if SLURM kills it
     }
     if plan.min_value is not None:
         tags["objective.min_value"] = repr(plan.min_value)

@@ -20,7 +20,10 @@ experiment ``runner`` in the UI's model-training view (:mod:`runner.tracking.lin
 For a server other machines use (a cluster), bind another interface and name the hosts allowed in
 requests: ``--host 0.0.0.0 --allowed-hosts 'login1:5000,login1.example.org:5000'`` (MLflow 3 refuses
 other ``Host`` headers), and give it a database that takes concurrent writers if the sweeps are large
-(``--store postgresql://...``). See docs/sweeps.md.
+(``--store postgresql://...``; the password is printed as ``***``, and a driver that is not installed
+is refused in one line). ``--app-name basic-auth --auth-config basic_auth.ini`` puts MLflow's basic
+auth in front of it (``mlflow[auth]``; clients set ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``). See
+docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def command(args: argparse.Namespace) -> list[str]:
     ]
     if args.allowed_hosts:
         cmd += ["--allowed-hosts", args.allowed_hosts]
+    if args.app_name:
+        cmd += ["--app-name", args.app_name]
     return cmd
 
 
@@ -59,11 +64,37 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="where artifacts uploaded through the server go (default outputs/mlartifacts)")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     parser.add_argument("--allowed-hosts", default=None, help="Host headers to accept when binding another interface")
+    parser.add_argument("--app-name", default=None, help="an MLflow server app, e.g. basic-auth (needs mlflow[auth])")
+    parser.add_argument("--auth-config", default=None,
+                        help="the basic-auth ini file (sets MLFLOW_AUTH_CONFIG_PATH); see docs/sweeps.md")
     return parser.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> None:
+    """One line on stderr and exit 2 when the store's driver or the auth app cannot load here."""
+    from runner.tracking.serving import auth_problem, store_problem
+
+    problem = store_problem(args.store) or auth_problem(args.app_name, args.auth_config)
+    if problem:
+        print(f"runner.serve: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+def auth_environment(args: argparse.Namespace) -> None:
+    """The environment the basic-auth app reads: its ini file, and a secret key for its forms'
+    CSRF tokens (MLflow refuses to start without one; a random one unless it is set)."""
+    if args.auth_config:
+        os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(Path(args.auth_config).resolve())
+    if args.app_name == "basic-auth" and not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        import secrets
+
+        os.environ["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
+    check(args)
+    auth_environment(args)
     db = sqlite_path(args.store)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from infra.fixtures import auth_server, postgres, slurm  # noqa: F401  (one of each service per session)
+from served_fixtures import shared_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

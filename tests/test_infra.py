@@ -20,10 +20,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from infra._proc import is_alive, pids_tagged, wait_for
-from infra.fixtures import auth_server, postgres, slurm  # noqa: F401  (fixtures, found by name)
-from infra.postgres import missing as postgres_missing, postgres_server
+from infra.postgres import missing as postgres_missing
+from infra.postgres import postgres_server
 
 pytestmark = pytest.mark.slow
 

@@ -71,7 +71,9 @@ def serve_lines(store: str, server: str, experiment: str) -> str:
     found = experiment_id_in(store, experiment)
     page = runs_page(server, found) if found else experiments_page(server)
     where = f"the runs of experiment '{experiment}'" if found else f"the experiments (no '{experiment}' yet: it appears with the first run)"
-    return (f"MLflow UI and tracking server for {store}\n  open {where}: {page}\n"
+    from runner.tracking.serving import redact
+
+    return (f"MLflow UI and tracking server for {redact(store)}\n  open {where}: {page}\n"
             f"  log sweeps to it with: python -m runner -m ... tracking.uri={server}")
 
 

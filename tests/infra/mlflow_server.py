@@ -187,6 +187,26 @@ def _health(url: str) -> bool:
         return False
 
 
+def start(server: Server, cmd: list[str], env: dict[str, str], timeout: float) -> None:
+    """Start ``cmd`` (a tracking server) in its own session in ``server.base``, logging to ``server.log``;
+    return once ``server.url/health`` answers (``server.start_seconds`` after the start)."""
+    t0 = time.monotonic()
+    with open(server.log, "wb") as log:
+        server._proc = subprocess.Popen(cmd, cwd=server.base, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def up() -> bool:
+        if server._proc.poll() is not None:
+            raise RuntimeError(f"{cmd[2:4]} exited with {server._proc.returncode}:\n{tail(server.log)}")
+        return _health(server.url)
+
+    try:
+        wait_for(up, timeout, f"the server at {server.url}/health", 0.2)
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}\n{tail(server.log)}") from None
+    server.start_seconds = time.monotonic() - t0
+
+
 @contextmanager
 def mlflow_server(backend_store_uri: str, base: Path | None = None, *, auth: BasicAuth | None = None,
                   artifacts: str | None = None, workers: int = 1, env: dict[str, str] | None = None,
@@ -217,22 +237,8 @@ def mlflow_server(backend_store_uri: str, base: Path | None = None, *, auth: Bas
         cmd += ["--app-name", "basic-auth"]
     cmd += list(extra_args)
     full_env.update(env or {})
-    t0 = time.monotonic()
     try:
-        with open(server.log, "wb") as log:
-            server._proc = subprocess.Popen(cmd, cwd=base, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-        def up() -> bool:
-            if server._proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {server._proc.returncode}:\n{tail(server.log)}")
-            return _health(url)
-
-        try:
-            wait_for(up, timeout, f"mlflow server at {url}/health", 0.2)
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}\n{tail(server.log)}") from None
-        server.start_seconds = time.monotonic() - t0
+        start(server, cmd, full_env, timeout)
         yield server
     finally:
         server.stop()
@@ -240,4 +246,4 @@ def mlflow_server(backend_store_uri: str, base: Path | None = None, *, auth: Bas
             shutil.rmtree(base, ignore_errors=True)
 
 
-__all__ = ["BasicAuth", "Server", "mlflow_server", "auth_available"]
+__all__ = ["BasicAuth", "Server", "mlflow_server", "auth_available", "start"]
