@@ -22,8 +22,10 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"task: {cfg.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise UserError(f"lr: {cfg.lr} is not allowed; the learning rate must be a finite number > 0")
-    if cfg.steps < 0 or cfg.steps >= 2**63:
-        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) up to 2**63-1 (steps are counted in int64)")
+    if cfg.steps < 0:
+        raise UserError(f"steps: {cfg.steps} is not allowed; use 0 (evaluate only) or more")
+    if cfg.steps >= 2**63:
+        raise UserError(f"steps: {cfg.steps} is not allowed; use at most 2**63-1 (steps are counted in int64)")
     if cfg.tol is not None and not (math.isfinite(cfg.tol) and cfg.tol >= 0):
         raise UserError(f"tol: {cfg.tol} is not allowed; use null or a finite number ≥ 0")
     if cfg.check_grad_every < 1:

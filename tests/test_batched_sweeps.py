@@ -152,7 +152,9 @@ def test_an_interrupted_batched_sweep_leaves_no_run_running(tmp_path, empty_stor
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    (note,) = [line for line in err.splitlines() if line.startswith("interrupted: ")]
+    assert "Traceback" not in err
+    (note,) = [line for line in err.splitlines() if line.startswith("interrupted: ") and "runs of this launch" in line]
+    assert "interrupted: the sweep's guard ends its parent run KILLED" in err.splitlines()
     dropped = int(note.split()[1])
     assert note.endswith("of 400 runs of this launch were computed but not recorded; run the sweep again to record them")
     client = client_for(workdir)

@@ -154,7 +154,8 @@ def finished_children(client) -> list:
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_exactly_the_missing_jobs(workdir, client, tmp_path):
-    sweep = start_sweep(workdir)
+    """Interrupted job by job (the cached launcher), resumed and run whole under the default (batched)."""
+    sweep = start_sweep(workdir, "hydra/launcher=cached")
     deadline = time.time() + 300
     while len(finished_children(client)) < 6 and time.time() < deadline:
         time.sleep(0.2)

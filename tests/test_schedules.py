@@ -137,7 +137,7 @@ def test_the_lr_metric_is_recorded_and_the_schedule_is_in_the_run_name(workdir, 
     [
         (["schedule=step", "schedule.gamma=-0.5"], "error: schedule.gamma: -0.5 is not allowed; the decay factor must be a finite number > 0"),
         (["schedule=warmup_cosine", "steps=5"], "error: schedule.warmup_steps: 10 is not allowed; the warm-up must be shorter than the run (5 steps)"),
-        (["schedule=step", "schedule.gama=0.5"], "error: schedule.gama: schedule 'step' has no setting 'gama'; it has: _target_, name, step_size, gamma"),
+        (["schedule=step", "schedule.gama=0.5"], "error: schedule.gama: schedule 'step' has no setting 'gama' (did you mean 'gamma'?); it has: _target_, name, step_size, gamma"),
         (["schedule=cosine", "schedule.T_max=0"], "error: schedule.T_max: 0 is not allowed; use an integer ≥ 1"),
         (["schedule=torch_scheduler", "schedule._target_=torch.optim.lr_scheduler.Nope"], "error: schedule._target_: cannot import 'torch.optim.lr_scheduler.Nope'; use a torch.optim.lr_scheduler class"),
         (["schedule=torch_scheduler", "schedule._target_=torch.optim.lr_scheduler.StepLR", "+schedule.size=3"], "error: schedule: torch.optim.lr_scheduler.StepLR takes no argument size; it takes: step_size, gamma"),

@@ -211,7 +211,7 @@ def check_interrupted_sweep(r: Runner, sig, killed_jobs: int, finished: bool = T
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT-group"])
 def test_basic_sweep_interrupted(runner_in, sig):
-    r = runner_in("-m", *F_ARGS, "steps=50,3000000")
+    r = runner_in("-m", *F_ARGS, "steps=50,3000000", "hydra/launcher=cached")  # job by job
     r.wait_for(lambda: running_rows(r, 2, 1000), "the second job's first 1000 steps")
     r.signal(sig, group=sig == signal.SIGINT)
     check_interrupted_sweep(r, sig, killed_jobs=1)
@@ -226,7 +226,7 @@ def test_basic_sweep_killed(runner_in, group):
     (by the writer, or by the guard when the writer died too), the parent FAILED. Killed with its
     writer, the sweep loses what the writer had not yet written: the test waits until the first
     child's end and the second's first metrics are in the store."""
-    r = runner_in("-m", *F_ARGS, "steps=50,3000000")
+    r = runner_in("-m", *F_ARGS, "steps=50,3000000", "hydra/launcher=cached")  # job by job
     r.wait_for(lambda: running_rows(r, 2, 1000) and (f"{NAME}-steps50", "FINISHED") in r.runs()
                and r.loss_points(f"{NAME}-steps3000000"), "the first child's end, the second's first metrics")
     r.signal(signal.SIGKILL, group=group)
