@@ -1,6 +1,6 @@
 """``python -m runner.serve [--port 5000]``: an MLflow tracking server (and UI) over the project's store.
 
-It runs::
+It runs (as its child, ended when ``runner.serve`` ends, even by ``kill -9``)::
 
     mlflow server --backend-store-uri sqlite:///outputs/mlflow.db \\
         --serve-artifacts --artifacts-destination outputs/mlartifacts \\
@@ -105,7 +105,37 @@ def main(argv: list[str] | None = None) -> None:
     # MLflow 3's server also starts seven job-runner processes (huey) for its GenAI features; the
     # runner needs none of them, and on a small machine they double the start-up time.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execv(cmd[0], cmd)  # the server replaces this process: signals (Ctrl-C) reach it directly
+    sys.exit(supervise(cmd))
+
+
+def supervise(cmd: list[str]) -> int:
+    """Run the server as this process's child and wait for it; its exit status.
+
+    Not ``exec``: MLflow's server runs its app in a uvicorn child process, which a ``kill -9`` of the
+    server's own process would leave serving. Here the server gets SIGTERM when this process dies, however
+    it dies (Linux's parent-death signal), and ends its uvicorn child as on any SIGTERM; SIGINT, SIGTERM
+    and SIGHUP sent to this process are passed on to it."""
+    import signal
+    import subprocess
+
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above: end now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    server = subprocess.Popen(cmd, preexec_fn=die_with_parent)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda sig, _frame: server.send_signal(sig))
+    while True:
+        try:
+            status = server.wait()
+        except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled above
+            continue
+        return status if status >= 0 else 128 - status
 
 
 if __name__ == "__main__":

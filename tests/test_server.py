@@ -97,3 +97,25 @@ def test_server_serves_artifacts_of_runs_logged_to_sqlite(served):
     assert [f["path"] for f in listing["files"]] == ["notes/hello.txt"]
     with urllib.request.urlopen(f"{url}/get-artifact?path=notes/hello.txt&run_uuid={run_id}", timeout=30) as answer:
         assert answer.read() == b"hello from sqlite"
+
+
+@pytest.mark.slow
+def test_kill_9_of_runner_serve_leaves_no_server_behind(tmp_path):
+    """``kill -9`` of ``python -m runner.serve`` (its own pid, not its group): the MLflow server and
+    its uvicorn worker end too (they used to keep serving), and the port closes."""
+    import os
+    import signal
+
+    from infra._proc import pids_in_group
+    from served_fixtures import runner_serve
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with runner_serve(store, tmp_path / "serve") as server:
+        assert len(server.processes()) >= 3  # runner.serve, mlflow server, its uvicorn worker
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while pids_in_group(server.pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pids_in_group(server.pgid) == []
+        with pytest.raises(OSError):
+            urllib.request.urlopen(server.url + "/health", timeout=2)
