@@ -287,6 +287,23 @@ def test_one_panel_per_objective():
     assert len(single.axes) == 1 and single.axes[0].get_title() == "one"
 
 
+def test_a_long_legend_in_a_panel_goes_below_it_not_over_the_next_panel():
+    """Nine curves and the floor line in f's panel (the legend's limit inside is eight): the legend
+    sits below that panel, clear of its axis label and of g's panel."""
+    steps = np.arange(101)
+    panels = {
+        "f": ({f"f-run{i}": (steps, f_descent(0.01 * (i + 1), 100)) for i in range(9)}, -4 / 3),
+        "g": ({f"g-run{i}": (steps, g_descent(0.01 * (i + 1), 100)) for i in range(2)}, None),
+    }
+    fig = plots.loss_panels_figure(panels, "many in one panel")
+    check_readable(fig)
+    f_ax, g_ax = fig.axes[:2]
+    renderer = fig.canvas.get_renderer()
+    legend = f_ax.get_legend().get_window_extent(renderer)
+    assert legend.y1 < f_ax.xaxis.label.get_window_extent(renderer).y0  # below "step"
+    assert not legend.overlaps(g_ax.get_tightbbox(renderer)) and legend.y0 >= fig.bbox.y0
+
+
 # ---------------------------------------------------------------- contour + path figures
 
 

@@ -21,9 +21,9 @@ from runner.descent.build import build
 from runner.descent.loop import Trajectory, descend, sample_coords
 from runner.descent.memory import available_bytes, check_fits
 from runner.descent.optimizers import is_plain_descent, optimizer_name
-from runner.job import Plan
+from runner.job import Plan, known_min_value
 from runner.tracking import records
-from runner.tracking.naming import extras_of, run_name
+from runner.tracking.naming import extras_of, objective_label, run_name
 
 TABLE_SHARE = 0.25  # the every-step records of a group may take this share of the free memory
 
@@ -132,10 +132,12 @@ def row_plans(group, problem, backend, device, x_names, g_names, strides, swept)
 
     bounds: dict[tuple, object] = {}
     plans = []
+    min_value = known_min_value(problem)
     for job, stride in zip(group.jobs, strides):
         cfg = job.cfg
         opt_name = optimizer_name(cfg.optimizer)
-        name = cfg.tracking.run_name or run_name(problem.name, opt_name, cfg.lr, extras_of(job.overrides, swept))
+        objective = objective_label(job.values["objective"])
+        name = cfg.tracking.run_name or run_name(objective, opt_name, cfg.lr, extras_of(job.overrides, swept), backend=cfg.backend.name)
         warning = None
         if cfg.steps > 0 and is_plain_descent(cfg.optimizer):
             start = check_objective(cfg, job.values["objective"])
@@ -144,7 +146,7 @@ def row_plans(group, problem, backend, device, x_names, g_names, strides, swept)
                 bounds[key] = stable_step(start)
             warning = lr_warning(float(cfg.lr), bounds[key])
         plans.append(Plan(cfg=cfg, problem=problem, backend=backend, device=device, name=name, optimizer=opt_name,
-                          x_names=x_names, g_names=g_names, stride=stride, warning=warning))
+                          x_names=x_names, g_names=g_names, stride=stride, warning=warning, min_value=min_value))
     return plans
 
 

@@ -131,7 +131,7 @@ def _legend(ax: Axes, n: int, below: bool = False) -> None:
     """A legend inside the axes for up to ``LEGEND_INSIDE`` entries; beyond that outside, beside the
     axes, or below them where a colorbar already stands beside them (the layout makes room)."""
     if n > LEGEND_INSIDE and below:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize="x-small", borderaxespad=0)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="x-small", borderaxespad=0)
     elif n > LEGEND_INSIDE:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
     elif n:
@@ -218,8 +218,9 @@ def _floor_line(ax: Axes, view: LossView, losses: Sequence) -> None:
         ax.axhline(view.floor, ls=":", color="0.3", lw=1.0, gid="floor", label="minimum reached (within rounding)")
 
 
-def _loss_axes(ax: Axes, curves: Mapping[str, Curve], min_value: float | None, legend: bool) -> None:
-    """Curves on ``ax``: the view (gap or loss), the scale, labels, the floor line, the legend."""
+def _loss_axes(ax: Axes, curves: Mapping[str, Curve], min_value: float | None, legend: bool, below: bool = False) -> None:
+    """Curves on ``ax``: the view (gap or loss), the scale, labels, the floor line, the legend (a long
+    one ``below`` the axes where another panel stands beside them)."""
     view = LossView(min_value)
     drawn = _draw_curves(ax, curves, view, annotate=not legend)
     _floor_line(ax, view, [loss for _, loss in curves.values()])
@@ -228,7 +229,7 @@ def _loss_axes(ax: Axes, curves: Mapping[str, Curve], min_value: float | None, l
     ax.grid(True, which="both", alpha=0.3)
     entries = [h for h in ax.get_legend_handles_labels()[1]]
     if legend or len(entries) > 1:
-        _legend(ax, len(entries))
+        _legend(ax, len(entries), below=below)
 
 
 def loss_figure(steps: np.ndarray, loss: np.ndarray, title: str, min_value: float | None = None) -> Figure:
@@ -255,7 +256,7 @@ def loss_panels_figure(panels: Mapping[str, tuple[Mapping[str, Curve], float | N
     fig, axes = new_figure(title, len(panels))
     for ax, (objective, (curves, min_value)) in zip(axes, panels.items()):
         ax.set_title(str(objective))
-        _loss_axes(ax, curves, min_value, legend=True)
+        _loss_axes(ax, curves, min_value, legend=True, below=True)
     return fit_layout(fig)
 
 
@@ -284,11 +285,11 @@ def final_loss_panels_figure(panels: Mapping[str, tuple[Series, float | None]], 
     for ax, (objective, (series, min_value)) in zip(axes, panels.items()):
         if len(panels) > 1:
             ax.set_title(str(objective))
-        _final_loss_axes(ax, series, param, LossView(min_value))
+        _final_loss_axes(ax, series, param, LossView(min_value), below=len(panels) > 1)
     return fit_layout(fig)
 
 
-def _final_loss_axes(ax: Axes, series: Series, param: str, view: LossView) -> None:
+def _final_loss_axes(ax: Axes, series: Series, param: str, view: LossView, below: bool = False) -> None:
     values = [v for vs, _ in series.values() for v in vs]
     numeric = _as_numbers(values) is not None
     cats = None if numeric else list(dict.fromkeys(str(v) for v in values))
@@ -316,7 +317,7 @@ def _final_loss_axes(ax: Axes, series: Series, param: str, view: LossView) -> No
     ax.grid(True, which="both", alpha=0.3)
     entries = [text for text in ax.get_legend_handles_labels()[1]]
     if entries:
-        _legend(ax, len(entries))
+        _legend(ax, len(entries), below=below)
 
 
 def _swept_axis(ax: Axes, x: np.ndarray | None, cats: list[str] | None) -> None:
