@@ -205,7 +205,7 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
     config = OmegaConf.to_container(plan.cfg, resolve=True)
     tags = {**start_tags(plan), **(extra_tags or {})}
     # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
-    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
+    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep(), folder=str(output_folder()))
 
 
 def start_tags(plan: Plan) -> dict[str, str]:
