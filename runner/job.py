@@ -31,8 +31,8 @@ from runner.tracking.fingerprint import fingerprint
 from runner.tracking.naming import PARENT_ENV, objective_label, run_name, swept_extras
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
-from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.scheduler import scheduler_tags
+from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate

@@ -38,11 +38,11 @@ def upload(folder: Path) -> str:
     quiet_mlflow_logs()
     client = MlflowClient(tracking_uri=uri)
     sent = unsent.replay(client, record, default_tags=DIED)
-    client.set_tag(run_id, "record.uploaded", f"{sent['metric_points']} metric points, {sent['artifact_files']} artifact files, "
-                                              "sent later by python -m runner.upload")
+    what = f"{unsent.plural(sent['metric_points'], 'metric point')}, {unsent.plural(sent['artifact_files'], 'artifact file')}"
+    client.set_tag(run_id, "record.uploaded", f"{what}, sent later by python -m runner.upload")
     shutil.rmtree(folder)
-    return (f"uploaded run {record.run['name']} ({run_id}) into {uri}: {sent['metric_points']} metric points, "
-            f"{sent['artifact_files']} artifact files; it ends {sent['status']}")
+    return (f"uploaded run {record.run['name']} ({run_id}) into {uri}: {unsent.plural(sent['metric_points'], 'metric point')}, "
+            f"{unsent.plural(sent['artifact_files'], 'artifact file')}; it ends {sent['status']}")
 
 
 def main(argv: list[str]) -> int:

@@ -52,10 +52,10 @@ def backend(tmp_path, empty_store):
 def runner_in(tmp_path):
     started: list[Runner] = []
 
-    def start(url: str, *extra: str) -> Runner:
+    def start(url: str, *extra: str, env: dict | None = None) -> Runner:
         workdir = tmp_path / "work"
         workdir.mkdir(exist_ok=True)
-        started.append(Runner(workdir, *ARGS, f"tracking.uri={url}", *extra))
+        started.append(Runner(workdir, *ARGS, f"tracking.uri={url}", *extra, env=env))
         return started[-1]
 
     yield start
@@ -210,6 +210,8 @@ def test_a_writer_with_a_dead_server_does_not_outlive_its_main_process(backend, 
     folder = upload_command(r.stderr)
     kept = json.loads((folder / "run.json").read_text())
     assert kept["end"]["status"] == "FAILED" and "main process" in kept["end"]["tags"]["error"]
+    k = kept["end"]["tags"]["final_step"]
+    assert f"writer: the main process died; run {NAME} kept as FAILED at step {k} in {folder}, for the upload above" in r.stderr
     assert "trajectory.csv" in {p.name for p in (folder / "artifacts").iterdir()}
 
 
@@ -229,3 +231,22 @@ def test_a_finished_run_whose_server_lost_points_says_so(backend, runner_in):
     assert (run.info.status, run.data.tags["record.incomplete"], run.data.tags["record.missing"]) == ("FINISHED", "true", line)
     assert f"warning: tracking: {line} (tagged record.incomplete=true)" in r.stderr.splitlines()
     assert r.leftovers() == []
+
+
+def test_a_server_that_hangs_counts_as_gone_after_its_timeouts(backend, runner_in):
+    """The server's processes stopped (SIGSTOP: connections open, no answer): each try waits
+    MLFLOW_HTTP_REQUEST_TIMEOUT, then the run goes on as with a server that went away."""
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        r = runner_in(server.url, env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "2"})
+        wait_for_points(r, server.url)
+        os.killpg(server.pgid, signal.SIGSTOP)
+        try:
+            assert r.wait(timeout=120) == 1, r.stderr
+        finally:
+            os.killpg(server.pgid, signal.SIGCONT)
+    assert r.leftovers() == []
+    assert (f"warning: tracking: the MLflow server at {server.url} stopped answering (no answer within its read timeout, 2 s "
+            "(MLFLOW_HTTP_REQUEST_TIMEOUT))") in r.stderr
+    folder = upload_command(r.stderr)
+    assert json.loads((folder / "run.json").read_text())["end"]["status"] == "FINISHED"

@@ -551,6 +551,7 @@ class MlflowStore:
             except Exception as exc:  # noqa: BLE001 - reported, one line
                 entry["error"] = error_line("end_run", exc, self.uri)
                 self.open_runs.pop(run_id, None)
+            entry["unsent"] = self.unsent.get(run_id)
             ended.append(entry)
         return ended
 

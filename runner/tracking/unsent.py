@@ -51,6 +51,9 @@ def reason(exc: BaseException) -> str:
         found = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(e))
         if found:
             return found.group(1).strip()
+        found = re.search(r"timed out\. \((\w+) timeout=([\d.]+)\)", str(e))
+        if found:
+            return f"no answer within its {found.group(1)} timeout, {found.group(2)} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
     return type(exc).__name__
 
 
@@ -108,13 +111,17 @@ class Spill:
 
     def line(self) -> str:
         """The one line that says what is in the folder and how to send it."""
-        parts = [f"{self.metric_points} metric points"] if self.metric_points else []
+        parts = [plural(self.metric_points, "metric point")] if self.metric_points else []
         if self.artifact_files:
-            parts.append(f"{self.artifact_files} artifact files")
+            parts.append(plural(self.artifact_files, "artifact file"))
         parts.append(f"its end ({self.end['status']})" if self.end else "no end (its process died first)")
         return (f"tracking: the MLflow server at {self.uri} stopped answering; what run {self.name} ({self.run_id}) "
                 f"did not send ({', '.join(parts)}) is in {self.folder}; it reads RUNNING there until you upload it "
                 f"once the server is back: python -m runner.upload {self.folder}")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @dataclass
