@@ -250,3 +250,13 @@ def test_a_server_that_hangs_counts_as_gone_after_its_timeouts(backend, runner_i
             "(MLFLOW_HTTP_REQUEST_TIMEOUT))") in r.stderr
     folder = upload_command(r.stderr)
     assert json.loads((folder / "run.json").read_text())["end"]["status"] == "FINISHED"
+
+
+@pytest.mark.parametrize("value", ["11", "-1"])
+def test_http_retries_out_of_range_is_one_line(tmp_path, value):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "runner", f"tracking.http_retries={value}"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == f"error: tracking.http_retries: {value} is not allowed; use 0 to 10 (MLflow's limit)\n"
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
