@@ -16,13 +16,13 @@ from typing import Any, Mapping
 from runner.tracking import writer as writer_module
 from runner.tracking.naming import PARENT_ENV
 from runner.tracking.records import flatten
-from runner.tracking.store import HTTP_RETRIES, StoreError, resolve_uri
+from runner.tracking.store import StoreError, resolve_uri
 
 
 def open_store(tracking_cfg: Any) -> Any:
     """This process's writer with the configured store and experiment opening (does not wait)."""
     store = writer_module.writer()
-    store.open(resolve_uri(tracking_cfg.uri), tracking_cfg.experiment, http_retries=tracking_cfg.get("http_retries", HTTP_RETRIES))
+    store.open(resolve_uri(tracking_cfg.uri), tracking_cfg.experiment, http_retries=tracking_cfg.get("http_retries"))
     return store
 
 

@@ -29,7 +29,7 @@ from runner.tracking import faults, unsent
 from runner.tracking.records import param_text
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
-HTTP_RETRIES = 2  # tracking.http_retries's default
+HTTP_RETRIES = 2  # tracking.http_retries's default, unless $MLFLOW_HTTP_REQUEST_MAX_RETRIES says otherwise
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 # Experiments the runner makes are of MLflow's "Machine learning" kind (see runner.tracking.links).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -66,11 +66,15 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def http_settings(retries: int = HTTP_RETRIES) -> None:
-    """MLflow's HTTP retries for this process: ``retries`` per request (``tracking.http_retries``),
-    with MLflow's backoff (``$MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` x 2^n s, the first retry at once)
-    and a 30 s timeout per try unless ``$MLFLOW_HTTP_REQUEST_TIMEOUT`` says otherwise."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+def http_settings(retries: int | None = None) -> None:
+    """MLflow's HTTP retries for this process: ``retries`` per request (``tracking.http_retries``;
+    None: ``$MLFLOW_HTTP_REQUEST_MAX_RETRIES``, else 2), with MLflow's backoff
+    (``$MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` x 2^n s, the first retry at once) and a 30 s timeout per
+    try unless ``$MLFLOW_HTTP_REQUEST_TIMEOUT`` says otherwise."""
+    if retries is None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    else:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
@@ -278,7 +282,7 @@ class MlflowStore:
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     # -- store and experiment ---------------------------------------------------------------
-    def open(self, uri: str, experiment: str, http_retries: int = HTTP_RETRIES) -> str:
+    def open(self, uri: str, experiment: str, http_retries: int | None = None) -> str:
         """Open the store at ``uri`` (creating a SQLite one) and the experiment; its id. Opening the
         one already open does nothing (every job of a sweep asks; ~12 ms each otherwise).
         ``http_retries``: see :func:`http_settings`."""
