@@ -251,9 +251,10 @@ class MlflowStore:
         self._deferred_end: dict[str, tuple[str, Mapping[str, str] | None]] = {}
         self.open_runs: dict[str, OpenRun] = {}
         self.failures: dict[str, str] = {}  # run id -> the first error writing its record
-        # A tracking server that stopped answering (the line of the call that found it gone): the
-        # rest of each run goes to its spill folder instead (runner.tracking.unsent).
+        # A tracking server that stopped answering (why, in a few words): the rest of each run goes
+        # to its spill folder instead (runner.tracking.unsent).
         self.gone: str | None = None
+        self.names: dict[str, str] = {}  # run id -> run name (for the lines that name a run)
         self.folders: dict[str, str] = {}  # run id -> its job's output folder (where it spills)
         self.spills: dict[str, unsent.Spill] = {}
         self.unsent: dict[str, str] = {}  # run id -> the spill folder of a run whose end was not sent
@@ -352,6 +353,7 @@ class MlflowStore:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
         self.open_runs[run_id] = OpenRun(run_name, guarded)
+        self.names[run_id] = run_name
         if folder:
             self.folders[run_id] = folder
         if handle:
@@ -479,8 +481,7 @@ class MlflowStore:
         return False
 
     def run_name(self, run_id: str) -> str:
-        run = self.open_runs.get(run_id)
-        return run.name if run is not None else run_id
+        return self.names.get(run_id, run_id)
 
     def _spill(self, run_id: str) -> unsent.Spill:
         """The run's spill folder: ``<job folder>/unsent`` (``outputs/unsent/<run id>`` without one)."""
@@ -767,6 +768,8 @@ def error_line(method: str, exc: BaseException, uri: str = "") -> str:
     OS names, else the SQLite database), anything else its type and first line."""
     if isinstance(exc, StoreError):
         return str(exc)
+    if is_server(uri) and unsent.server_gone(exc):
+        return f"tracking: {method} failed: the MLflow server at {uri} does not answer ({unsent.reason(exc)})"
     path = None if faults.os_error(exc) is not None else sqlite_path(uri)
     fault = faults.describe(exc, path.resolve() if path is not None else None)
     if fault is not None:
