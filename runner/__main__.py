@@ -159,6 +159,8 @@ def close(status: int) -> int:
         from runner.errors import printable
 
         sys.stderr.write(printable(interrupt_line(signum, ended)) + "\n")
+    if status == 0 and unsent_runs(writer.current()):
+        status = 1  # the writer said which folder holds what the server did not receive
     writer.close_writer()
     if "runner.sweeps.callback" in sys.modules:
         sys.modules["runner.sweeps.workers"].kill_leftovers()
@@ -183,6 +185,18 @@ def end_open_runs(store, signum: int | None, status: int) -> list[dict]:
         if not _REPORTED:  # else the store's failure was reported already, in that line
             sys.stderr.write(f"error: {exc}\n")
         return []
+
+
+def unsent_runs(store) -> dict[str, str]:
+    """Runs whose record the tracking server did not receive (kept for ``python -m runner.upload``)."""
+    if store is None or not getattr(store, "runs_started", 0):
+        return {}
+    from runner.tracking.store import StoreError
+
+    try:
+        return store.unsent_runs()
+    except StoreError:
+        return {}
 
 
 def interrupt_line(signum: int, ended: list[dict]) -> str:

@@ -53,6 +53,8 @@ class TrackingConf:
     max_coords: int = 64  # per-coordinate metrics for at most this many coordinates
     artifacts: bool = True  # trajectory table, config and plots
     enabled: bool = True  # false: compute and print only
+    # A tracking server's requests: retries before it counts as gone; None = $MLFLOW_HTTP_REQUEST_MAX_RETRIES, else 2.
+    http_retries: Optional[int] = None
 
 
 @dataclass

@@ -31,8 +31,8 @@ from runner.tracking.fingerprint import fingerprint
 from runner.tracking.naming import PARENT_ENV, objective_label, run_name, swept_extras
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
-from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.scheduler import scheduler_tags
+from runner.tracking.store import StoreError, resolve_uri
 from runner.tracking.stream import RunStream
 from runner.tracking.writer import in_process_sweep
 from runner.validate import validate
@@ -205,7 +205,7 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
     config = OmegaConf.to_container(plan.cfg, resolve=True)
     tags = {**start_tags(plan), **(extra_tags or {})}
     # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
-    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep())
+    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep(), folder=str(output_folder()))
 
 
 def start_tags(plan: Plan) -> dict[str, str]:

@@ -32,6 +32,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"check_grad_every: {cfg.check_grad_every} is not allowed; use 1 or more")
     if cfg.tracking.max_coords < 1:
         raise UserError(f"tracking.max_coords: {cfg.tracking.max_coords} is not allowed; use 1 or more")
+    if cfg.tracking.http_retries is not None and not 0 <= cfg.tracking.http_retries <= 10:
+        raise UserError(f"tracking.http_retries: {cfg.tracking.http_retries} is not allowed; use 0 to 10 (MLflow's limit)")
     log_every = cfg.tracking.log_every
     if log_every != "auto" and not (isinstance(log_every, int) and log_every >= 1):
         raise UserError(f"tracking.log_every: {log_every!r} is not allowed; use auto or an integer ≥ 1")

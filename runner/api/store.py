@@ -37,8 +37,8 @@ def _store():
     class InProcessStore(MlflowStore):
         """The writer's store, in this process, opening SQLite files by absolute path."""
 
-        def open(self, uri: str, experiment: str) -> str:
-            return super().open(absolute(uri), experiment)
+        def open(self, uri: str, experiment: str, **settings) -> str:
+            return super().open(absolute(uri), experiment, **settings)
 
     quiet_mlflow_logs()
     return InProcessStore()

@@ -116,7 +116,7 @@ class SweepCallback(Callback):
         try:
             check_reachable(uri)  # a bad URI fails now, not after the jobs
             store = tracking.writer()
-            store.open(uri, config.tracking.experiment)
+            store.open(uri, config.tracking.experiment, http_retries=config.tracking.http_retries)
             if self.wal:
                 store.run_function("runner.tracking.store:enable_wal", uri, _wait=False)
             handle = tracking.new_handle()

@@ -22,7 +22,7 @@ from runner.tracking.store import StoreError, resolve_uri
 def open_store(tracking_cfg: Any) -> Any:
     """This process's writer with the configured store and experiment opening (does not wait)."""
     store = writer_module.writer()
-    store.open(resolve_uri(tracking_cfg.uri), tracking_cfg.experiment)
+    store.open(resolve_uri(tracking_cfg.uri), tracking_cfg.experiment, http_retries=tracking_cfg.get("http_retries"))
     return store
 
 
@@ -45,15 +45,17 @@ class RunRecorder:
         _CURRENT = self
 
     @classmethod
-    def start(cls, store: Any, name: str, config: Mapping[str, Any], tags: Mapping[str, str], wait: bool = True) -> "RunRecorder":
+    def start(cls, store: Any, name: str, config: Mapping[str, Any], tags: Mapping[str, str], wait: bool = True,
+              folder: str | None = None) -> "RunRecorder":
         """Create the run with its params and tags. ``wait=False`` (jobs of an in-process sweep):
-        do not wait for MLflow's id; the writer maps a handle to it and the sweep's end waits."""
+        do not wait for MLflow's id; the writer maps a handle to it and the sweep's end waits.
+        ``folder``: the job's output folder (what a tracking server that goes away misses goes there)."""
         params = flatten(config)
         parent = os.environ.get(PARENT_ENV) or None
         if wait:
-            return cls(store, store.start_run(name, params, tags, parent_run_id=parent), name)
+            return cls(store, store.start_run(name, params, tags, parent_run_id=parent, folder=folder), name)
         handle = writer_module.new_handle()
-        store.start_run(name, params, tags, parent_run_id=parent, handle=handle, _wait=False)
+        store.start_run(name, params, tags, parent_run_id=parent, handle=handle, _wait=False, folder=folder)
         return cls(store, handle, name)
 
     @property

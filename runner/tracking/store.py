@@ -25,10 +25,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runner.tracking import faults
+from runner.tracking import faults, unsent
 from runner.tracking.records import param_text
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+HTTP_RETRIES = 2  # tracking.http_retries's default, unless $MLFLOW_HTTP_REQUEST_MAX_RETRIES says otherwise
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 # Experiments the runner makes are of MLflow's "Machine learning" kind (see runner.tracking.links).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -61,9 +62,25 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :])
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def http_settings(retries: int | None = None) -> None:
+    """MLflow's HTTP retries for this process: ``retries`` per request (``tracking.http_retries``;
+    None: ``$MLFLOW_HTTP_REQUEST_MAX_RETRIES``, else 2), with MLflow's backoff
+    (``$MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` x 2^n s, the first retry at once) and a 30 s timeout per
+    try unless ``$MLFLOW_HTTP_REQUEST_TIMEOUT`` says otherwise."""
+    if retries is None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    else:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """Fail within seconds, naming the URI, when the store cannot be reached or created."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
                 answer.read()
@@ -234,6 +251,14 @@ class MlflowStore:
         self._deferred_end: dict[str, tuple[str, Mapping[str, str] | None]] = {}
         self.open_runs: dict[str, OpenRun] = {}
         self.failures: dict[str, str] = {}  # run id -> the first error writing its record
+        # A tracking server that stopped answering (why, in a few words): the rest of each run goes
+        # to its spill folder instead (runner.tracking.unsent).
+        self.gone: str | None = None
+        self.names: dict[str, str] = {}  # run id -> run name (for the lines that name a run)
+        self.folders: dict[str, str] = {}  # run id -> its job's output folder (where it spills)
+        self.spills: dict[str, unsent.Spill] = {}
+        self.unsent: dict[str, str] = {}  # run id -> the spill folder of a run whose end was not sent
+        self.loss_sent: dict[str, int] = {}  # run id -> loss points a tracking server acknowledged
 
     def run_id(self, run: str) -> str:
         """The MLflow run id of ``run``: a run id, or a handle given to :meth:`start_run`."""
@@ -258,15 +283,15 @@ class MlflowStore:
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     # -- store and experiment ---------------------------------------------------------------
-    def open(self, uri: str, experiment: str) -> str:
+    def open(self, uri: str, experiment: str, http_retries: int | None = None) -> str:
         """Open the store at ``uri`` (creating a SQLite one) and the experiment; its id. Opening the
-        one already open does nothing (every job of a sweep asks; ~12 ms each otherwise)."""
+        one already open does nothing (every job of a sweep asks; ~12 ms each otherwise).
+        ``http_retries``: see :func:`http_settings`."""
+        http_settings(http_retries)
         if self.client is not None and (uri, experiment) == (self.uri, self._experiment_name):
             return self.experiment_id
         check_reachable(uri)
         quiet_mlflow_logs()
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
@@ -312,10 +337,12 @@ class MlflowStore:
         description: str | None = None,
         handle: str | None = None,
         guarded: bool = False,
+        folder: str | None = None,
     ) -> str:
         """Create a run with its params and tags in one batch; its id. With ``handle``, later calls
         may name the run by that handle (the caller did not wait for the id). ``guarded``: a sweep's
-        parent, which its guard ends if the sweep cannot (:meth:`end_open_runs` leaves it)."""
+        parent, which its guard ends if the sweep cannot (:meth:`end_open_runs` leaves it).
+        ``folder``: the job's output folder, where what a server that goes away misses is kept."""
         from mlflow.entities import Param
 
         all_tags = dict(tags)
@@ -326,11 +353,16 @@ class MlflowStore:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
         self.open_runs[run_id] = OpenRun(run_name, guarded)
+        self.names[run_id] = run_name
+        if folder:
+            self.folders[run_id] = folder
         if handle:
             self._handles[handle] = run_id
         items = [Param(k, param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+            chunk = items[i : i + 100]
+            self._send(run_id, lambda: self.client.log_batch(run_id, params=chunk, synchronous=True),
+                       lambda spill: spill.params({p.key: p.value for p in chunk}))
         return run_id
 
     def log_metrics(self, run_id: str, series: Mapping[str, tuple[np.ndarray, np.ndarray]], timestamp_ms: int | None = None) -> int:
@@ -348,7 +380,10 @@ class MlflowStore:
                 if math.isfinite(v):
                     metrics.append(Metric(key, v, now, int(s)))
         for i in range(0, len(metrics), BATCH):
-            self.client.log_batch(run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+            chunk = metrics[i : i + BATCH]
+            if self._send(run_id, lambda: self.client.log_batch(run_id, metrics=chunk, synchronous=True),
+                          lambda spill: spill.metrics([(m.key, m.value, m.timestamp, m.step) for m in chunk])):
+                self.loss_sent[run_id] = self.loss_sent.get(run_id, 0) + sum(m.key == "loss" for m in chunk)
         if "loss" in series and run_id in self.open_runs and len(series["loss"][0]):
             last = int(np.max(series["loss"][0]))
             self.open_runs[run_id].last_step = max(self.open_runs[run_id].last_step, last)
@@ -357,7 +392,9 @@ class MlflowStore:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id(run_id), tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+        run_id = self.run_id(run_id)
+        self._send(run_id, lambda: self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True),
+                   lambda spill: spill.tags(tags))
 
     def keep_file(self, run_id: str, name: str, path: str) -> None:
         """A file the run writes as it goes (its trajectory.csv): logged as artifact ``name`` if the
@@ -392,9 +429,102 @@ class MlflowStore:
         return self.failures.get(run_id)
 
     def _set_end(self, run_id: str, status: str, tags: Mapping[str, str] | None) -> None:
+        if run_id in self.spills or self.gone is not None:
+            self._resend(run_id)
+        if run_id in self.spills:  # the server is still gone: the end joins what the run kept
+            self._end_unsent(self.spills[run_id], status, tags)
+            return
+        if status == "FINISHED":
+            tags = self._say_missing_points(run_id, tags)
         if tags:
             self.set_tags(run_id, tags)
-        self.client.set_terminated(run_id, status=status)
+        self._send(run_id, lambda: self.client.set_terminated(run_id, status=status),
+                   lambda spill: self._end_unsent(spill, status, tags))
+
+    def _say_missing_points(self, run_id: str, tags: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Over a tracking server, before a FINISHED end: count the run's ``loss`` points the server
+        holds against those it acknowledged. A run that lacks some still ends FINISHED (its descent
+        did), but tagged ``record.incomplete=true`` and ``record.missing``, with a line on stderr."""
+        sent = self.loss_sent.get(run_id, 0)
+        if not (is_server(self.uri) and sent):
+            return tags
+        try:
+            held = len(self.client.get_metric_history(run_id, "loss"))
+        except Exception as exc:
+            if not unsent.server_gone(exc):
+                raise
+            return tags  # the end goes to the spill folder; the upload sends every point again
+        if held >= sent:
+            return tags
+        line = f"{sent - held} of the {sent} loss points the server acknowledged for run {self.run_name(run_id)} are not in it"
+        print(f"warning: tracking: {line} (tagged record.incomplete=true)", file=sys.stderr)
+        return {**(tags or {}), "record.incomplete": "true", "record.missing": line}
+
+    # -- a tracking server that goes away (runner.tracking.unsent) -------------------------------
+    def _send(self, run_id: str, send, spill) -> bool:
+        """``send()`` to the store; while a tracking server is gone, or if it goes during the call
+        (MLflow's retries spent), ``spill(the run's Spill)`` instead. Then no later call waits for
+        the server: a run whose server went away ends as soon as its descent does. A run that has
+        spilled keeps spilling (its records stay in order) until its end sends them (:meth:`_resend`).
+        Whether it was sent."""
+        if self.gone is None and run_id not in self.spills:
+            try:
+                send()
+                return True
+            except Exception as exc:
+                if not (is_server(self.uri) and unsent.server_gone(exc)):
+                    raise
+                self.gone = unsent.reason(exc)
+                print(f"warning: tracking: the MLflow server at {self.uri} stopped answering ({self.gone}); "
+                      f"the rest of run {self.run_name(run_id)} goes to {self._spill(run_id).folder}", file=sys.stderr)
+        spill(self._spill(run_id))
+        return False
+
+    def run_name(self, run_id: str) -> str:
+        return self.names.get(run_id, run_id)
+
+    def _spill(self, run_id: str) -> unsent.Spill:
+        """The run's spill folder: ``<job folder>/unsent`` (``outputs/unsent/<run id>`` without one)."""
+        if run_id not in self.spills:
+            job = self.folders.get(run_id)
+            folder = Path(job, unsent.FOLDER) if job else Path("outputs", unsent.FOLDER, run_id)
+            if unsent.folders(folder) and unsent.load(unsent.folders(folder)[0]).run["run_id"] != run_id:
+                folder = folder.with_name(f"{unsent.FOLDER}-{run_id}")  # an earlier run's, not uploaded
+            self.spills[run_id] = unsent.Spill(folder.resolve(), self.uri, run_id, self.run_name(run_id))
+        return self.spills[run_id]
+
+    def _end_unsent(self, spill: unsent.Spill, status: str, tags: Mapping[str, str] | None) -> None:
+        """The run's end goes to its spill folder too; one line says where and how to send it."""
+        spill.set_end(status, tags)
+        self.unsent[spill.run_id] = str(spill.folder)
+        print(f"error: {spill.line()}", file=sys.stderr)
+        sys.stderr.flush()
+
+    def _resend(self, run_id: str) -> None:
+        """Before a run's end: if the server answers again, send what the run spilled, and the
+        server is no longer gone. If it does not answer, nothing changes (the end spills too)."""
+        try:
+            check_reachable(self.uri, timeout=2.0)
+        except StoreError as exc:
+            self.gone = self.gone or str(exc)
+            return
+        spill = self.spills.get(run_id)
+        if spill is not None and (spill.folder / "run.json").exists():
+            try:
+                unsent.replay(self.client, unsent.load(spill.folder), end=False)
+            except Exception as exc:
+                if not unsent.server_gone(exc):
+                    raise
+                return
+            import shutil
+
+            shutil.rmtree(spill.folder, ignore_errors=True)
+            del self.spills[run_id]
+        self.gone = None
+
+    def unsent_runs(self) -> dict[str, str]:
+        """Runs whose end did not reach the server: run id -> the folder to upload."""
+        return dict(self.unsent)
 
     def note_failure(self, method: str, args: tuple, line: str) -> None:
         """Remember that writing a run's record failed (see ``failures``)."""
@@ -426,6 +556,7 @@ class MlflowStore:
             except Exception as exc:  # noqa: BLE001 - reported, one line
                 entry["error"] = error_line("end_run", exc, self.uri)
                 self.open_runs.pop(run_id, None)
+            entry["unsent"] = self.unsent.get(run_id)
             ended.append(entry)
         return ended
 
@@ -467,7 +598,7 @@ class MlflowStore:
                 kind = StoreFault if faults.describe(exc) else StoreError
                 raise kind(f"tracking: cannot stage the artifacts of run {run_id} ({faults.describe(exc, tmp) or exc})") from None
             try:
-                self.client.log_artifacts(run_id, tmp)
+                self._send(run_id, lambda: self.client.log_artifacts(run_id, tmp), lambda spill: spill.files(Path(tmp)))
             except Exception as exc:
                 kind = StoreFault if faults.describe(exc) else StoreError
                 raise kind(self._artifacts_failed(run_id, Path(tmp), exc)) from None
@@ -637,6 +768,8 @@ def error_line(method: str, exc: BaseException, uri: str = "") -> str:
     OS names, else the SQLite database), anything else its type and first line."""
     if isinstance(exc, StoreError):
         return str(exc)
+    if is_server(uri) and unsent.server_gone(exc):
+        return f"tracking: {method} failed: the MLflow server at {uri} does not answer ({unsent.reason(exc)})"
     path = None if faults.os_error(exc) is not None else sqlite_path(uri)
     fault = faults.describe(exc, path.resolve() if path is not None else None)
     if fault is not None:

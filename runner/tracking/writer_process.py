@@ -155,7 +155,9 @@ class WriterLoop:
         for run in self.store.end_open_runs("FAILED", tags):
             step = f"at step {run['last_step']}" if run["last_step"] >= 0 else "before its first step"
             fault = f"; {run['error']}" if run["error"] else ""
-            sys.stderr.write(f"writer: the main process died; run {run['name']} recorded as FAILED {step}{fault}\n")
+            where = f" in {run['unsent']}, for the upload above" if run.get("unsent") else ""
+            kept = "kept" if run.get("unsent") else "recorded"
+            sys.stderr.write(f"writer: the main process died; run {run['name']} {kept} as FAILED {step}{where}{fault}\n")
 
     def execute_quietly(self, method: str, args: tuple, kwargs: dict) -> None:
         """Execute a call nobody waits for; its error, if the first, goes to the next answer."""

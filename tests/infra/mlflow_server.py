@@ -210,16 +210,17 @@ def start(server: Server, cmd: list[str], env: dict[str, str], timeout: float) -
 @contextmanager
 def mlflow_server(backend_store_uri: str, base: Path | None = None, *, auth: BasicAuth | None = None,
                   artifacts: str | None = None, workers: int = 1, env: dict[str, str] | None = None,
-                  extra_args: tuple[str, ...] = (), timeout: float = 180.0) -> Iterator[Server]:
+                  extra_args: tuple[str, ...] = (), timeout: float = 180.0, port: int | None = None) -> Iterator[Server]:
     """Start ``mlflow server`` over ``backend_store_uri`` on 127.0.0.1:<free port>; yield a :class:`Server`.
 
     ``base``: a folder for the log, the artifacts and the auth files (a temporary one, removed at
-    the end, if None). ``auth``: serve ``--app-name basic-auth`` with these settings.
+    the end, if None). ``auth``: serve ``--app-name basic-auth`` with these settings. ``port``: this
+    one instead of a free one (a server restarted where its clients look for it).
     """
     own_base = base is None
     base = Path(tempfile.mkdtemp(prefix="mlflow-server-")) if own_base else Path(base)
     base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     tag = new_tag("mlflow")
     url = f"http://127.0.0.1:{port}"
     server = Server(url=url, port=port, base=base, log=base / f"mlflow-server-{port}.log", tag=tag, auth=auth)

@@ -1,0 +1,264 @@
+"""A tracking server that goes away mid-run: a real ``mlflow server``, a real ``python -m runner``
+logging to it over HTTP, the server stopped while the run descends.
+
+To land the stop mid-run on a busy machine, the runner's main process is held with SIGSTOP while the
+server stops (SIGTERM to its process group, as the fixture stops it) and let go with SIGCONT. What is
+checked: the run ends on its own (exit 1, not a retry loop), the one ``error:`` line names
+``python -m runner.upload FOLDER`` and the folder holds the rest of the run; after a restart over the
+same backend store (same SQLite file, same artifact folder, same port) that command makes the run
+whole and FINISHED: every one of its 1001 ``loss`` points, equal to its trajectory.csv, and its
+artifacts, read back with MlflowClient. A server that comes back before the run ends gets the run
+complete without any command. A writer left with a dead server and no main process exits too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.infra.mlflow_server import mlflow_server
+from tests.infra.runner_proc import REPO, Runner
+
+pytestmark = pytest.mark.slow
+
+STEPS = 10000  # log_every auto: every 10th step, 1001 loss points; metrics go out every 2048 steps
+STRIDE = 10
+ARGS = ["objective=rosenbrock", "lr=0.001", f"steps={STEPS}", "progress=false", "tracking.http_retries=1"]
+NAME = "rosenbrock-manual-lr0.001"
+CSV = "outputs/hydra/*/*/trajectory.csv"
+
+
+@pytest.fixture
+def backend(tmp_path, empty_store):
+    """The server's backend store (a migrated SQLite file) and its folder (artifacts, logs)."""
+    base = tmp_path / "server"
+    base.mkdir()
+    shutil.copy(empty_store, base / "mlflow.db")
+    return f"sqlite:///{base / 'mlflow.db'}", base
+
+
+@pytest.fixture
+def runner_in(tmp_path):
+    started: list[Runner] = []
+
+    def start(url: str, *extra: str, env: dict | None = None) -> Runner:
+        workdir = tmp_path / "work"
+        workdir.mkdir(exist_ok=True)
+        started.append(Runner(workdir, *ARGS, f"tracking.uri={url}", *extra, env=env))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.cleanup()
+
+
+@contextmanager
+def held(r: Runner):
+    """The runner's main process stopped (SIGSTOP) for the duration; SIGCONT after."""
+    os.kill(r.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        try:
+            os.kill(r.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def client(url: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=url)
+
+
+def the_run(url: str):
+    c = client(url)
+    (run,) = c.search_runs([c.get_experiment_by_name("runner").experiment_id])
+    return run
+
+
+def rows_at_least(r: Runner, n: int) -> bool:
+    rows = r.trajectory_rows(CSV)
+    return bool(rows) and rows[0] >= n
+
+
+def loss_points_sent(r: Runner, url: str) -> bool:
+    """Some of the run's loss points reached the server (so the stop lands mid-run)."""
+    if not rows_at_least(r, 2100):
+        return False
+    c = client(url)
+    runs = c.search_runs([c.get_experiment_by_name("runner").experiment_id]) if c.get_experiment_by_name("runner") else []
+    return bool(runs) and bool(c.get_metric_history(runs[0].info.run_id, "loss"))
+
+
+def wait_for_points(r: Runner, url: str) -> None:
+    r.wait_for(lambda: (time.sleep(0.3), loss_points_sent(r, url))[1], "the first loss points in the server", timeout=120)
+
+
+def stop_mid_run(r: Runner, server) -> None:
+    """Once some of the run's points are in the server, stop the server while the run is held."""
+    wait_for_points(r, server.url)
+    with held(r):
+        server.stop()
+
+
+def upload_command(stderr: str) -> Path:
+    """The folder named by the one line that says how to upload the rest of the run."""
+    lines = [line for line in stderr.splitlines() if "python -m runner.upload" in line]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: tracking: the MLflow server at ") and f"run {NAME} (" in lines[0]
+    return Path(re.search(r"python -m runner\.upload (\S+)$", lines[0]).group(1))
+
+
+def upload(folder: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "runner.upload", str(folder)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def check_complete(url: str, r: Runner) -> None:
+    """FINISHED, every loss and x/x1 point 0, 10, …, 10000 equal to the trajectory.csv row, the artifacts."""
+    c = client(url)
+    run = the_run(url)
+    assert (run.info.status, run.data.tags["outcome"], run.data.tags["final_step"]) == ("FINISHED", "max_steps", str(STEPS))
+    history = sorted(c.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(0, STEPS + 1, STRIDE))
+    with open(next(r.workdir.glob(CSV)), newline="") as table:
+        rows = {int(row["step"]): row for row in csv.DictReader(table)}
+    assert len(rows) == STEPS + 1
+    assert all(m.value == float(rows[m.step]["loss"]) for m in history)
+    x1 = c.get_metric_history(run.info.run_id, "x/x1")
+    assert sorted(m.step for m in x1) == list(range(0, STEPS + 1, STRIDE))
+    assert all(m.value == float(rows[m.step]["x/x1"]) for m in x1)
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"config.yaml", "trajectory.csv", "plots"}
+    assert len(c.list_artifacts(run.info.run_id, "plots")) >= 2
+
+
+def test_server_gone_the_run_ends_and_runner_upload_makes_it_whole(backend, runner_in):
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        url, port = server.url, server.port
+        r = runner_in(url)
+        stop_mid_run(r, server)
+        assert r.wait(timeout=120) == 1, r.stderr
+    assert r.leftovers() == []  # the writer and the figure helper ended with the run
+    assert "Traceback" not in r.stderr, r.stderr
+    folder = upload_command(r.stderr)
+    assert folder.parent == next(r.workdir.glob(CSV)).parent  # the job's output folder
+    kept = json.loads((folder / "run.json").read_text())
+    assert (kept["tracking_uri"], kept["name"], kept["end"]["status"]) == (url, NAME, "FINISHED")
+    assert {p.name for p in (folder / "artifacts").iterdir()} == {"config.yaml", "trajectory.csv", "plots"}
+    refused = upload(folder)  # the server is still gone: the folder stays for later
+    assert refused.returncode == 1
+    assert re.fullmatch(rf"error: tracking\.uri: cannot reach the MLflow server at {re.escape(url)} \(.*\); {re.escape(str(folder))} stays: "
+                        r"run this again once the server answers\n", refused.stderr), refused.stderr
+    assert (folder / "run.json").exists()
+
+    with mlflow_server(store, base, port=port):
+        run = the_run(url)
+        assert run.info.status == "RUNNING"  # what the server had when it stopped
+        assert 0 < len(client(url).get_metric_history(run.info.run_id, "loss")) < 1001
+        done = upload(folder)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"uploaded run {NAME} ({run.info.run_id}) into {url}: ")
+        assert done.stdout.rstrip().endswith("artifact files; it ends FINISHED")
+        check_complete(url, r)
+        assert "sent later by python -m runner.upload" in the_run(url).data.tags["record.uploaded"]
+    assert not folder.exists()
+    again = upload(folder)  # nothing is left to send: one line, exit 2
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and len(again.stderr.splitlines()) == 1
+
+
+def test_a_server_back_before_the_run_ends_gets_the_whole_run(backend, runner_in):
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        url, port = server.url, server.port
+        r = runner_in(url)
+        stop_mid_run(r, server)
+        r.wait_for(lambda: "stopped answering" in r.stderr, "the writer finding the server gone", timeout=120)
+        os.kill(r.pid, signal.SIGSTOP)  # held while the server restarts (the runner's cleanup lets it go)
+        with mlflow_server(store, base, port=port):
+            os.kill(r.pid, signal.SIGCONT)
+            assert r.wait(timeout=120) == 0, r.stderr
+            check_complete(url, r)
+            assert not {"record.uploaded", "record.incomplete"} & set(the_run(url).data.tags)
+    assert r.leftovers() == []
+    assert not list(r.workdir.glob("outputs/hydra/*/*/unsent"))
+    assert "python -m runner.upload" not in r.stderr
+
+
+def test_a_writer_with_a_dead_server_does_not_outlive_its_main_process(backend, runner_in):
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        r = runner_in(server.url)
+        wait_for_points(r, server.url)
+        assert r.writer_pid() is not None
+        with held(r):
+            server.stop()
+            os.kill(r.pid, signal.SIGKILL)
+        assert r.wait(timeout=30) == -signal.SIGKILL
+    assert r.leftovers(timeout=60) == []  # the writer found the server gone, kept the run, exited
+    folder = upload_command(r.stderr)
+    kept = json.loads((folder / "run.json").read_text())
+    assert kept["end"]["status"] == "FAILED" and "main process" in kept["end"]["tags"]["error"]
+    k = kept["end"]["tags"]["final_step"]
+    assert f"writer: the main process died; run {NAME} kept as FAILED at step {k} in {folder}, for the upload above" in r.stderr
+    assert "trajectory.csv" in {p.name for p in (folder / "artifacts").iterdir()}
+
+
+def test_a_finished_run_whose_server_lost_points_says_so(backend, runner_in):
+    """The server acknowledged points it no longer holds (rows deleted from its store mid-run): the
+    run still ends FINISHED, since its descent did, but tagged record.incomplete, with a line."""
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        r = runner_in(server.url)
+        wait_for_points(r, server.url)
+        with held(r), sqlite3.connect(base / "mlflow.db", timeout=30) as db:
+            lost = db.execute("delete from metrics where key = 'loss' and step <= 200").rowcount
+        assert lost == 21  # steps 0, 10, …, 200
+        assert r.wait(timeout=120) == 0, r.stderr
+        run = the_run(server.url)
+    line = f"21 of the 1001 loss points the server acknowledged for run {NAME} are not in it"
+    assert (run.info.status, run.data.tags["record.incomplete"], run.data.tags["record.missing"]) == ("FINISHED", "true", line)
+    assert f"warning: tracking: {line} (tagged record.incomplete=true)" in r.stderr.splitlines()
+    assert r.leftovers() == []
+
+
+def test_a_server_that_hangs_counts_as_gone_after_its_timeouts(backend, runner_in):
+    """The server's processes stopped (SIGSTOP: connections open, no answer): each try waits
+    MLFLOW_HTTP_REQUEST_TIMEOUT, then the run goes on as with a server that went away."""
+    store, base = backend
+    with mlflow_server(store, base) as server:
+        r = runner_in(server.url, env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "2"})
+        wait_for_points(r, server.url)
+        os.killpg(server.pgid, signal.SIGSTOP)
+        try:
+            assert r.wait(timeout=120) == 1, r.stderr
+        finally:
+            os.killpg(server.pgid, signal.SIGCONT)
+    assert r.leftovers() == []
+    assert (f"warning: tracking: the MLflow server at {server.url} stopped answering (no answer within its read timeout, 2 s "
+            "(MLFLOW_HTTP_REQUEST_TIMEOUT))") in r.stderr
+    folder = upload_command(r.stderr)
+    assert json.loads((folder / "run.json").read_text())["end"]["status"] == "FINISHED"
+
+
+@pytest.mark.parametrize("value", ["11", "-1"])
+def test_http_retries_out_of_range_is_one_line(tmp_path, value):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "runner", f"tracking.http_retries={value}"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == f"error: tracking.http_retries: {value} is not allowed; use 0 to 10 (MLflow's limit)\n"
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
