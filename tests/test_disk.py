@@ -149,6 +149,9 @@ def test_the_disk_of_the_store_fills_up(tmp_path, empty_store):
         assert line.startswith(f"error: no space left on the disk ({outputs}/")
         assert f"; run {NAME} recorded as FAILED at step {k}" in line
         assert line.endswith(f"; its steps are in {csv_path}")
-        assert 0 < len(history) <= k + 1  # up to the write that failed
+        # up to the write that failed: none at all when the run's trajectory.csv filled the disk before
+        # the writer's first batch reached the store (it races the writer; on a loaded machine it wins)
+        assert len(history) <= k + 1
+        assert k > 0 and len(kept) >= 1
         assert [float(row["loss"]) for row in kept[: len(history)]] == history[: len(kept)]
         assert "no space left on the disk" in run.data.tags.get("record_error", "") + run.data.tags["error"]
