@@ -17,7 +17,18 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def validate(cfg: DictConfig) -> None:
-    """The top-level checks that the schema's types cannot express."""
+    """The top-level checks that the schema's types cannot express; a key the command line deleted
+    (``~lr``) that every run needs is one line too, not OmegaConf's traceback."""
+    from omegaconf.errors import ConfigAttributeError, MissingMandatoryValue
+
+    try:
+        _validate(cfg)
+    except (ConfigAttributeError, MissingMandatoryValue) as exc:
+        key = getattr(exc, "full_key", None) or "a key"
+        raise UserError(f"{key}: every run needs it; do not delete it (~{key}), set it instead ({key}=...)") from None
+
+
+def _validate(cfg: DictConfig) -> None:
     if cfg.task not in TASKS:
         raise UserError(f"task: {cfg.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):

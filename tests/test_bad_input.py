@@ -36,6 +36,7 @@ CASES = [
     (["lr=inf"], "lr: inf is not allowed"),
     (["lr=nan"], "lr: nan is not allowed"),
     (["steps=-1"], "steps: -1 is not allowed; use 0 (evaluate only) or more"),
+    (["~lr"], "lr: every run needs it; do not delete it (~lr), set it instead (lr=...)"),
     (["task=train"], "task: 'train' is not allowed; choose one of: optimize, derivatives"),
     (["backend=finite_diff", "backend.scheme=backward"], "backend.scheme: 'backward' is not allowed; choose central or forward"),
     (["backend.dtype=float16"], "backend.dtype: 'float16' is not allowed; choose float32 or float64"),

@@ -51,6 +51,12 @@ def test_baseline_app_records_one_short_job(workdir, client, monkeypatch, loggin
     uri = f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test
     overrides = ["objective=g", "optimizer=manual", "lr=0.1", "steps=3", f"tracking_uri={uri}", f"logging={logging}"]
+    # The app is not the runner: Hydra's ConfigStore must not hold the runner's groups while it composes
+    # (another module's test on this xdist worker may have registered them; objective is a key here).
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    monkeypatch.setattr(store, "repo", {k: v for k, v in store.repo.items() if k in ("hydra", "_dummy_empty_config_.yaml")})
     with initialize_config_dir(config_dir=str(BENCH / "baseline_app" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     final = app.run(cfg)
