@@ -204,8 +204,11 @@ def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = Non
     """The run in MLflow, with its params (the resolved config) and the tags known up front."""
     config = OmegaConf.to_container(plan.cfg, resolve=True)
     tags = {**start_tags(plan), **(extra_tags or {})}
+    # Over a tracking server the config is logged at once: an artifact store that cannot take it
+    # fails the run now, not after the descent (it is logged again, unchanged, with the others).
+    files = {"config.yaml": OmegaConf.to_yaml(plan.cfg, resolve=True)} if plan.cfg.tracking.artifacts else None
     # Jobs of an in-process sweep do not wait for MLflow's run id; the sweep's end waits for all.
-    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep(), folder=str(output_folder()))
+    return RunRecorder.start(store, plan.name, config, tags, wait=not in_process_sweep(), folder=str(output_folder()), files=files)
 
 
 def start_tags(plan: Plan) -> dict[str, str]:

@@ -9,6 +9,9 @@ same backend store (same SQLite file, same artifact folder, same port) that comm
 whole and FINISHED: every one of its 1001 ``loss`` points, equal to its trajectory.csv, and its
 artifacts, read back with MlflowClient. A server that comes back before the run ends gets the run
 complete without any command. A writer left with a dead server and no main process exits too.
+A batched sweep whose server stops while its children are written (or which is then interrupted)
+keeps them and its parent's end for the same command, run on the sweep's folder; a server that
+cannot store artifacts fails a run and a sweep before any descent.
 """
 
 from __future__ import annotations
@@ -262,3 +265,147 @@ def test_http_retries_out_of_range_is_one_line(tmp_path, value):
     assert result.returncode == 2
     assert result.stderr == f"error: tracking.http_retries: {value} is not allowed; use 0 to 10 (MLflow's limit)\n"
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+# -- a batched sweep whose server goes away while its children are written ---------------------------
+SWEEP_LRS = [str(round(0.0001 * (i + 1), 4)) for i in range(12)]  # as MLflow keeps the params
+SWEEP_STEPS = 2000  # every other step: 1001 loss points a child
+
+
+def sweep_complete(url: str, workdir: Path) -> None:
+    """The parent FINISHED with its summary over 12 children, each FINISHED with every loss point of
+    its job's trajectory.csv (steps 0, 2, …, 2000) and its artifacts."""
+    c = client(url)
+    runs = c.search_runs([c.get_experiment_by_name("runner").experiment_id], max_results=100)
+    (parent,) = [run for run in runs if "sweep.token" in run.data.tags]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (parent.info.status, parent.data.tags["sweep.outcome"], parent.data.tags["sweep.children"]) == ("FINISHED", "completed", "12")
+    assert {"summary_table.json", "summary_loss.png", "trajectories"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
+    assert sorted(run.data.params["lr"] for run in children) == SWEEP_LRS
+    for run in children:
+        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "max_steps"
+        job = Path(parent.data.tags["sweep.dir"], str(SWEEP_LRS.index(run.data.params["lr"])))
+        with open(job / "trajectory.csv", newline="") as table:
+            rows = {int(row["step"]): float(row["loss"]) for row in csv.DictReader(table)}
+        history = sorted(c.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(s, rows[s]) for s in range(0, SWEEP_STEPS + 1, 2)]
+        assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"config.yaml", "trajectory.csv", "plots"}
+
+
+@contextmanager
+def sweep_losing_its_server(server, workdir: Path, signum: int | None = None):
+    """A 12-job batched sweep logging to ``server``; once its first child is in the server, the
+    server stops while the writer is held (SIGSTOP), and ``signum`` goes to the sweep's process
+    then. Yields the runner; cleans it up after."""
+    r = Runner(workdir, "-m", "objective=rosenbrock", f"lr={','.join(SWEEP_LRS)}", f"steps={SWEEP_STEPS}", "progress=false",
+               f"tracking.uri={server.url}", "tracking.http_retries=1")
+    try:
+        r.wait_for(lambda: (time.sleep(0.3), any(run.data.tags.get("mlflow.parentRunId") for run in the_runs(server.url)))[1],
+                   "the first child in the server", timeout=180)
+        writer = r.writer_pid()
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            server.stop()
+            if signum is not None:
+                r.signal(signum)
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        yield r
+    finally:
+        r.cleanup()
+
+
+def test_a_batched_sweep_whose_server_goes_away_is_kept_and_uploaded_whole(backend, tmp_path):
+    """The server stops after the first children reached it (the writer held meanwhile): the sweep
+    ends within seconds, exit 1, one line naming ``python -m runner.upload <sweep folder>``; each
+    child not yet complete in the server waits in its job's ``unsent/`` (those the server never saw,
+    with what creates them), the parent's end in the sweep's. After a restart the upload makes every
+    child complete and FINISHED under its parent and gives the parent the sweep's summary."""
+    store, base = backend
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with mlflow_server(store, base) as server:
+        url, port = server.url, server.port
+        with sweep_losing_its_server(server, workdir) as r:
+            started = time.monotonic()
+            assert r.wait(timeout=120) == 1, r.stderr
+            print(f"the sweep ended {time.monotonic() - started:.1f} s after the server stopped")
+    assert r.leftovers() == [] and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "runner.upload" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: tracking: the MLflow server at {url} stopped answering; "), r.stderr
+    sweep = Path(re.search(r"python -m runner\.upload (\S+)$", lines[0]).group(1))
+    kept = [json.loads(p.read_text()) for p in sweep.rglob("unsent/run.json")]
+    assert [k["sweep_end"] for k in kept if "sweep_end" in k] == ["completed"]
+    assert f" {len(kept) - 1} runs of this sweep and its summary are kept in unsent/ folders under {sweep};" in lines[0]
+    assert len(kept) > 1 and any(k["run_id"] is None and k["create"]["tags"]["mlflow.parentRunId"] for k in kept), kept
+
+    with mlflow_server(store, base, port=port):
+        done = upload(sweep)
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == len(kept) and done.stdout.splitlines()[-1].endswith("; it ends FINISHED")
+        sweep_complete(url, workdir)
+    assert not list(sweep.rglob("unsent"))
+
+
+def the_runs(url: str) -> list:
+    c = client(url)
+    found = c.get_experiment_by_name("runner")
+    return c.search_runs([found.experiment_id], max_results=100) if found else []
+
+
+def test_a_server_that_cannot_store_artifacts_fails_the_run_before_its_descent(backend, tmp_path):
+    """The server's artifact folder is a file (it cannot write there, even as root): a run, and a
+    sweep's parent, end FAILED with one line before any descent; no job descends."""
+    store, base = backend
+    (base / "artifacts").write_text("not a folder\n")
+    with mlflow_server(store, base) as server:
+        url = server.url
+        for name, args in (("rosenbrock-manual-lr0.001", ["objective=rosenbrock", "lr=0.001"]),
+                           ("sweep-rosenbrock-manual-lr{0.001,0.002}", ["-m", "objective=rosenbrock", "lr=0.001,0.002"])):
+            workdir = tmp_path / name[:5]
+            workdir.mkdir()
+            r = Runner(workdir, *args, "steps=20000", "progress=false", f"tracking.uri={url}", "tracking.http_retries=1")
+            try:
+                assert r.wait(timeout=120) == 2, r.stderr
+            finally:
+                r.cleanup()
+            line = (f"error: tracking: the MLflow server at {url} cannot store the artifacts of run {name} (Connection reset by peer); "
+                    "the run ended FAILED before its descent")
+            assert [x for x in r.stderr.splitlines() if x.startswith("error:")] == [line], r.stderr
+            assert "Traceback" not in r.stderr and "batched:" not in r.stdout and not list(workdir.rglob("trajectory.csv"))
+            assert r.leftovers() == []
+        runs = {run.info.run_name: run for run in the_runs(url)}
+        assert sorted(runs) == ["rosenbrock-manual-lr0.001", "sweep-rosenbrock-manual-lr{0.001,0.002}"]  # no child was created
+        for run in runs.values():
+            assert run.info.status == "FAILED" and "cannot store the artifacts" in run.data.tags["error"]
+            assert not client(url).get_metric_history(run.info.run_id, "loss")
+
+
+def test_a_sweep_interrupted_while_its_server_is_gone_keeps_its_parent_for_the_upload(backend, tmp_path):
+    """Ctrl-C (SIGINT) of a batched sweep once its server is gone: the guard cannot end the parent,
+    so it keeps the parent's end (interrupted) under the sweep's folder and says how to upload it;
+    after a restart the upload ends every run, none RUNNING, the parent KILLED with its summary."""
+    store, base = backend
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with mlflow_server(store, base) as server:
+        url, port = server.url, server.port
+        with sweep_losing_its_server(server, workdir, signal.SIGINT) as r:
+            assert r.wait(timeout=120) == 130, r.stderr
+        assert r.leftovers() == [], r.stderr
+    lines = [line for line in r.stderr.splitlines() if "python -m runner.upload" in line]
+    assert lines and "Traceback" not in r.stderr, r.stderr
+    sweep = Path(re.search(r"python -m runner\.upload (\S+)$", lines[-1]).group(1))
+    assert lines[-1].startswith(f"error: tracking: the MLflow server at {url} does not answer (") and "with its end (interrupted)" in lines[-1]
+    parent_end = json.loads((sweep / "unsent" / "run.json").read_text())
+    assert parent_end["sweep_end"] == "interrupted" and parent_end["token"]
+
+    with mlflow_server(store, base, port=port):
+        done = upload(sweep)
+        assert done.returncode == 0, done.stderr
+        runs = the_runs(url)
+        (parent,) = [run for run in runs if "sweep.token" in run.data.tags]
+        assert (parent.info.status, parent.data.tags["sweep.outcome"]) == ("KILLED", "interrupted")
+        assert "summary_table.json" in {a.path for a in client(url).list_artifacts(parent.info.run_id)}
+        assert [run.info.run_name for run in runs if run.info.status == "RUNNING"] == []
+    assert not list(sweep.rglob("unsent"))

@@ -47,6 +47,7 @@ def child_records(run: GroupRun) -> Iterator[dict[str, Any]]:
             "metrics": records.metric_series(traj, row, plan.x_names, plan.g_names, plan.stride),
             "timestamp_ms": started_ms,
             "bundle": bundle,
+            "folder": str(job.output_dir),  # where its records go if the tracking server goes away
         }
 
 

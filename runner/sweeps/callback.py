@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ class SweepCallback(Callback):
             return
         from runner.errors import report_and_exit
         from runner.tracking import writer as tracking
-        from runner.tracking.store import StoreError, check_reachable, resolve_uri
+        from runner.tracking.store import StoreError, check_reachable, is_server, resolve_uri
 
         uri = resolve_uri(config.tracking.uri)
         choices = OmegaConf.select(config, "hydra.runtime.choices", default={}) or {}
@@ -121,12 +122,14 @@ class SweepCallback(Callback):
                 store.run_function("runner.tracking.store:enable_wal", uri, _wait=False)
             handle = tracking.new_handle()
             store.start_run(sweep_name(config), sweep_params(config), tags, description=description, handle=handle,
-                            guarded=True, _wait=False)
-            parent = handle if in_process else store.resolve(handle)
+                            guarded=True, _wait=False, folder=tags["sweep.dir"], files={"sweep.yaml": sweep_file(config)})
+            # Over a tracking server, wait for the parent: a server that cannot store its artifacts
+            # fails the sweep now, before any descent.
+            parent = handle if in_process and not is_server(uri) else store.resolve(handle)
         except StoreError as exc:
             report_and_exit(exc)
         self._uri, self._run_id, self._experiment = uri, parent, config.tracking.experiment
-        self._guard = Guard(uri, token)
+        self._guard = Guard(uri, token, tags["sweep.dir"], config.tracking.http_retries)
         os.environ[PARENT_ENV] = parent
         os.environ[SWEPT_ENV] = ",".join(swept)
         if in_process:
@@ -141,46 +144,98 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._run_id is None:
             return
-        from runner.sweeps.summary import contour_grids, finish_sweep, result_line
-        from runner.tracking import writer as tracking
-        from runner.tracking.store import StoreError
+        from runner.sweeps.summary import result_line
 
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(SWEPT_ENV, None)
         if self._unhook is not None:
             self._unhook()
-        ended = False
+        ended = None
+        try:
+            ended = self._end_parent()
+        finally:  # if the summary could not end the parent, the guard tries once more
+            if self._guard is not None:
+                self._guard.release(done=ended is not None)
+        if ended.kept is not None:
+            self._run_id = None
+            stop_idle_workers()
+            print(f"error: {ended.kept}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+        print(f"sweep: {result_line(self._run_id, ended.status, ended.outcome, ended.best)}", flush=True)
+        if ended.experiment_id:
+            print(sweep_links(self._uri, ended.experiment_id, self._run_id), flush=True)
+        self._run_id = None
+        stop_idle_workers()
+
+    def _end_parent(self) -> "ParentEnd":
+        """Summarise the sweep on its parent and end it; with the tracking server gone, keep the
+        parent's end for ``python -m runner.upload`` instead (:meth:`_keep_for_upload`)."""
+        from runner.sweeps.summary import contour_grids, finish_sweep
+        from runner.tracking import writer as tracking
+        from runner.tracking.store import StoreError
+
+        writer = None
         try:
             # In the writer, after everything the jobs of this process sent it (a barrier): the
             # summary's MLflow reads and figures need no imports there.
-            try:
-                writer = tracking.writer()
-                if tracking.is_handle(self._run_id):
-                    self._run_id = writer.resolve(self._run_id)
-                    self._announce()
-                experiment_id = writer.get_experiment_id()
-                contours = None
-                if "torch" in sys.modules:  # the jobs ran here: evaluate the paths figures' grids here
-                    contours = contour_grids(writer.run_function("runner.sweeps.summary:contour_inputs_of", self._uri, self._run_id))
-                status, outcome, best = writer.run_function(
-                    "runner.sweeps.summary:finish_sweep", self._uri, self._run_id, "completed", contours
-                )
-            except StoreError as exc:
-                if tracking.is_handle(self._run_id):  # the writer is gone; the guard ends the parent
-                    from runner.errors import report_and_exit
+            writer = tracking.writer()
+            if tracking.is_handle(self._run_id):
+                self._run_id = writer.resolve(self._run_id)
+                self._announce()
+            experiment_id = writer.get_experiment_id()
+            if writer.server_gone():
+                return self._keep_for_upload(writer)
+            contours = None
+            if "torch" in sys.modules:  # the jobs ran here: evaluate the paths figures' grids here
+                contours = contour_grids(writer.run_function("runner.sweeps.summary:contour_inputs_of", self._uri, self._run_id))
+            return ParentEnd(*writer.run_function("runner.sweeps.summary:finish_sweep", self._uri, self._run_id, "completed", contours),
+                             experiment_id)
+        except StoreError as exc:
+            if tracking.is_handle(self._run_id):  # the writer is gone; the guard ends the parent
+                from runner.errors import report_and_exit
 
-                    report_and_exit(exc)
-                status, outcome, best = finish_sweep(self._uri, self._run_id, "completed")
-                experiment_id = ""
-            ended = True
-        finally:  # if the summary could not end the parent, the guard tries once more
-            if self._guard is not None:
-                self._guard.release(done=ended)
-        print(f"sweep: {result_line(self._run_id, status, outcome, best)}", flush=True)
-        if experiment_id:
-            print(sweep_links(self._uri, experiment_id, self._run_id), flush=True)
-        self._run_id = None
-        stop_idle_workers()
+                report_and_exit(exc)
+            if writer is not None and _asks_gone(writer):
+                return self._keep_for_upload(writer)
+            return ParentEnd(*finish_sweep(self._uri, self._run_id, "completed"), "")
+
+    def _keep_for_upload(self, writer: Any) -> "ParentEnd":
+        """The server went away: the parent's end (the sweep's summary) joins what the sweep's runs
+        did not send, in their ``unsent/`` folders under the sweep's folder; the line that says so."""
+        folder = Path(writer.keep_sweep_end(self._run_id, "completed"))
+        runs = len(writer.unsent_runs()) - 1
+        sweep_dir = folder.parent
+        what = f"{runs} run{'s' if runs != 1 else ''} of this sweep and its summary are" if runs else "this sweep's summary is"
+        return ParentEnd(kept=(f"tracking: the MLflow server at {self._uri} stopped answering; {what} kept in unsent/ "
+                               f"folders under {sweep_dir}; they read RUNNING there until you upload them once the server is "
+                               f"back: python -m runner.upload {sweep_dir}"))
+
+
+@dataclass
+class ParentEnd:
+    """How the sweep's end went: the parent's status, outcome and best children, or ``kept``: the
+    line that says where the parent's end waits for ``python -m runner.upload``."""
+
+    status: str = ""
+    outcome: str = ""
+    best: dict = field(default_factory=dict)
+    experiment_id: str = ""
+    kept: str | None = None
+
+
+def _asks_gone(writer: Any) -> bool:
+    """Whether the tracking server does not answer now (asked through the writer)."""
+    from runner.tracking.store import StoreError
+
+    try:
+        return writer.server_gone(True) is not None
+    except StoreError:
+        return False
+
+
+def sweep_file(config: DictConfig) -> str:
+    """The parent's ``sweep.yaml``: the command and the sweep's overrides (what runs the sweep again)."""
+    return OmegaConf.to_yaml({"command": command_line(), "overrides": list(config.hydra.overrides.task)})
 
 
 def sweep_links(uri: str, experiment_id: str, parent_id: str) -> str:

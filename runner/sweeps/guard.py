@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from runner import interrupts
 from runner.processes import child_env
@@ -25,9 +26,10 @@ from runner.sweeps.summary import finish_sweep, result_line, search_children
 class Guard:
     """A process that ends the parent run if this process goes away before the sweep ends it."""
 
-    def __init__(self, uri: str, token: str) -> None:
+    def __init__(self, uri: str, token: str, sweep_dir: str, http_retries: int | None = None) -> None:
+        retries = "" if http_retries is None else str(http_retries)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.sweeps.guard", "--guard", uri, token],
+            [sys.executable, "-m", "runner.sweeps.guard", "--guard", uri, token, sweep_dir, retries],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=child_env(),
@@ -112,12 +114,16 @@ def find_parent(uri: str, token: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def guard(uri: str, token: str) -> int:
+def guard(uri: str, token: str, sweep_dir: str, http_retries: int | None = None) -> int:
     """Wait until the sweep's process closes our stdin; end the parent unless it said ``done``.
 
     The parent is named by its ``sweep.token`` tag: the sweep's process may not know MLflow's id of
-    it yet (with the basic launcher its jobs run before it asks)."""
+    it yet (with the basic launcher its jobs run before it asks). A tracking server that does not
+    answer: the parent's end is kept in ``<sweep_dir>/unsent`` for ``python -m runner.upload``."""
     import signal
+
+    from runner.tracking import unsent
+    from runner.tracking.store import StoreError, check_reachable, http_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the sweep is the sweep's, not ours
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -125,7 +131,9 @@ def guard(uri: str, token: str) -> int:
     if "done" in words:
         return 0
     ended = "interrupted" if "interrupted" in words else "aborted"
+    http_settings(http_retries)
     try:
+        check_reachable(uri)
         parent_id = find_parent(uri, token)
         if parent_id is None:
             print("warning: the sweep ended before its parent run was created", file=sys.stderr)
@@ -134,6 +142,12 @@ def guard(uri: str, token: str) -> int:
         end_running_children(uri, parent_id, ended)
         status, outcome, best = finish_sweep(uri, parent_id, ended)
     except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, StoreError) or unsent.server_gone(exc):
+            folder = unsent.keep_parent_end(Path(sweep_dir, unsent.FOLDER), uri, token, ended)
+            print(f"error: tracking: the MLflow server at {uri} does not answer ({unsent.reason(exc)}); the sweep's parent run "
+                  f"(tag sweep.token={token}) is kept in {folder} with its end ({ended}); it reads RUNNING there until you upload "
+                  f"it once the server is back: python -m runner.upload {sweep_dir}", file=sys.stderr)
+            return 1
         print(f"warning: sweep parent run (token {token}) could not be ended: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"sweep {ended}: {result_line(parent_id, status, outcome, best)}", file=sys.stderr)
@@ -141,9 +155,9 @@ def guard(uri: str, token: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--guard":
-        code = guard(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 6 and sys.argv[1] == "--guard":
+        code = guard(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]) if sys.argv[5] else None)
         sys.stderr.flush()
         os._exit(code)
-    print("usage: python -m runner.sweeps.guard --guard TRACKING_URI SWEEP_TOKEN", file=sys.stderr)
+    print("usage: python -m runner.sweeps.guard --guard TRACKING_URI SWEEP_TOKEN SWEEP_DIR HTTP_RETRIES", file=sys.stderr)
     sys.exit(2)

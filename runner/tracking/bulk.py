@@ -40,6 +40,8 @@ def log_children(store: Any, parent: str | None, children: list[Mapping[str, Any
 
 
 def _log_child(store: Any, parent_id: str | None, child: Mapping[str, Any]) -> str:
+    """One child: created, logged and ended. While the tracking server is gone, all of it goes to
+    ``<job folder>/unsent`` instead (:meth:`MlflowStore.create_child_run`), for ``runner.upload``."""
     from mlflow.entities import Metric, Param
 
     from runner.tracking.records import param_text
@@ -47,25 +49,21 @@ def _log_child(store: Any, parent_id: str | None, child: Mapping[str, Any]) -> s
     tags = dict(child["tags"])
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    run_id = store.client.create_run(store.experiment_id, run_name=child["name"], tags=tags).info.run_id
+    stamp = int(child["timestamp_ms"])
+    run_id = store.create_child_run(child["name"], tags, stamp, child.get("folder"))
     try:
-        stamp = int(child["timestamp_ms"])
         metrics, logged = [], {}
         for key, (steps, values) in child["metrics"].items():
             points = [(int(s), float(v)) for s, v in zip(steps.tolist(), values.tolist()) if math.isfinite(v)]
             logged[key] = ([s for s, _ in points], [v for _, v in points])
             metrics += [Metric(key, v, stamp, s) for s, v in points]
-        params = [Param(k, param_text(v)) for k, v in child["params"].items()]
-        store.client.log_batch(run_id, metrics=metrics, params=params, synchronous=True)
+        store.log_batch(run_id, metrics, [Param(k, param_text(v)) for k, v in child["params"].items()])
         HISTORIES[run_id] = logged
         if child.get("bundle"):
             store.log_run_artifacts(run_id, child["bundle"])
-            store.end_run(run_id, "FINISHED")
-        else:
-            store.client.set_terminated(run_id, "FINISHED")
+        store.end_run(run_id, "FINISHED")  # deferred until its figures are logged
     except BaseException as exc:  # the run must not stay RUNNING; the error goes on to the caller
-        store.client.set_terminated(run_id, "FAILED")
-        store.client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:500])
+        store.end_run(run_id, "FAILED", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     return run_id
 
@@ -88,7 +86,8 @@ def log_trajectory_table(store: Any, parent: str, artifact_file: str, columns: M
                          names: Mapping[int, str]) -> None:
     """The parent's table of every trajectory, as Parquet at ``artifact_file``: the ``columns``
     (``job``, ``step``, ``loss``, …; one line per job and step) and each line's ``run_name`` and
-    ``run_id`` (dictionary-encoded), the children having been logged by :func:`log_children`."""
+    ``run_id`` (dictionary-encoded; empty for a child the server never saw: the upload creates it),
+    the children having been logged by :func:`log_children`."""
     import tempfile
     from pathlib import Path
 
@@ -100,13 +99,14 @@ def log_trajectory_table(store: Any, parent: str, artifact_file: str, columns: M
     jobs = np.asarray(columns["job"])
     known, codes = np.unique(jobs, return_inverse=True)
     run_ids = [RUN_IDS.get((parent_id, int(j)), "") for j in known]
+    run_ids = ["" if run_id.startswith("unsent-") else run_id for run_id in run_ids]  # created later, by the upload
     table = {"job": pa.array(jobs, pa.int32()),
              "run_name": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array([names[int(j)] for j in known])),
              "run_id": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(run_ids))}
     for name, values in columns.items():
         if name != "job":
             table[name] = pa.array(np.asarray(values))
-    folder, _, file_name = artifact_file.rpartition("/")
     with tempfile.TemporaryDirectory(prefix="runner-table-") as tmp:
-        pq.write_table(pa.table(table), Path(tmp, file_name))
-        store.client.log_artifact(parent_id, str(Path(tmp, file_name)), folder or None)
+        Path(tmp, artifact_file).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(table), Path(tmp, artifact_file))
+        store.send_files(parent_id, Path(tmp))

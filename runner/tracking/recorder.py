@@ -46,16 +46,17 @@ class RunRecorder:
 
     @classmethod
     def start(cls, store: Any, name: str, config: Mapping[str, Any], tags: Mapping[str, str], wait: bool = True,
-              folder: str | None = None) -> "RunRecorder":
+              folder: str | None = None, files: Mapping[str, Any] | None = None) -> "RunRecorder":
         """Create the run with its params and tags. ``wait=False`` (jobs of an in-process sweep):
         do not wait for MLflow's id; the writer maps a handle to it and the sweep's end waits.
-        ``folder``: the job's output folder (what a tracking server that goes away misses goes there)."""
+        ``folder``: the job's output folder (what a tracking server that goes away misses goes there).
+        ``files``: artifacts a tracking server must take before the descent (the config)."""
         params = flatten(config)
         parent = os.environ.get(PARENT_ENV) or None
         if wait:
-            return cls(store, store.start_run(name, params, tags, parent_run_id=parent, folder=folder), name)
+            return cls(store, store.start_run(name, params, tags, parent_run_id=parent, folder=folder, files=files), name)
         handle = writer_module.new_handle()
-        store.start_run(name, params, tags, parent_run_id=parent, handle=handle, _wait=False, folder=folder)
+        store.start_run(name, params, tags, parent_run_id=parent, handle=handle, _wait=False, folder=folder, files=files)
         return cls(store, handle, name)
 
     @property

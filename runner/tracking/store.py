@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +259,8 @@ class MlflowStore:
         self.folders: dict[str, str] = {}  # run id -> its job's output folder (where it spills)
         self.spills: dict[str, unsent.Spill] = {}
         self.unsent: dict[str, str] = {}  # run id -> the spill folder of a run whose end was not sent
+        self.quiet_ends: set[str] = set()  # runs whose unsent end the caller reports (a batched sweep's children)
+        self._gone_checked = 0.0  # when a gone server was last asked whether it is back (time.monotonic)
         self.loss_sent: dict[str, int] = {}  # run id -> loss points a tracking server acknowledged
 
     def run_id(self, run: str) -> str:
@@ -338,11 +341,13 @@ class MlflowStore:
         handle: str | None = None,
         guarded: bool = False,
         folder: str | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> str:
         """Create a run with its params and tags in one batch; its id. With ``handle``, later calls
         may name the run by that handle (the caller did not wait for the id). ``guarded``: a sweep's
         parent, which its guard ends if the sweep cannot (:meth:`end_open_runs` leaves it).
-        ``folder``: the job's output folder, where what a server that goes away misses is kept."""
+        ``folder``: the job's output folder, where what a server that goes away misses is kept.
+        ``files``: artifacts logged at once over a tracking server (:meth:`_check_artifacts`)."""
         from mlflow.entities import Param
 
         all_tags = dict(tags)
@@ -363,7 +368,20 @@ class MlflowStore:
             chunk = items[i : i + 100]
             self._send(run_id, lambda: self.client.log_batch(run_id, params=chunk, synchronous=True),
                        lambda spill: spill.params({p.key: p.value for p in chunk}))
+        if files and is_server(self.uri):
+            self._check_artifacts(run_id, files)
         return run_id
+
+    def _check_artifacts(self, run_id: str, files: Mapping[str, Any]) -> None:
+        """Log ``files`` now (the run's config): a tracking server whose artifact store cannot take
+        them fails the run before its descent, not after it. The run then ends FAILED, saying why."""
+        try:
+            self.log_files(run_id, files)
+        except StoreError as exc:
+            why = unsent.reason(exc.__context__) if exc.__context__ is not None else str(exc)
+            line = f"tracking: the MLflow server at {self.uri} cannot store the artifacts of run {self.run_name(run_id)} ({why})"
+            self.end_run(run_id, "FAILED", {"outcome": "failed", "error": line[:500]})
+            raise StoreError(f"{line}; the run ended FAILED before its descent") from None
 
     def log_metrics(self, run_id: str, series: Mapping[str, tuple[np.ndarray, np.ndarray]], timestamp_ms: int | None = None) -> int:
         """Log whole metric histories, ``{key: (steps, values)}``, in batches of 1000; the count.
@@ -429,6 +447,9 @@ class MlflowStore:
         return self.failures.get(run_id)
 
     def _set_end(self, run_id: str, status: str, tags: Mapping[str, str] | None) -> None:
+        if run_id in self.quiet_ends:
+            self._end_child(run_id, status, tags)
+            return
         if run_id in self.spills or self.gone is not None:
             self._resend(run_id)
         if run_id in self.spills:  # the server is still gone: the end joins what the run kept
@@ -472,13 +493,31 @@ class MlflowStore:
                 send()
                 return True
             except Exception as exc:
-                if not (is_server(self.uri) and unsent.server_gone(exc)):
+                if not self._is_gone(exc):
                     raise
-                self.gone = unsent.reason(exc)
-                print(f"warning: tracking: the MLflow server at {self.uri} stopped answering ({self.gone}); "
-                      f"the rest of run {self.run_name(run_id)} goes to {self._spill(run_id).folder}", file=sys.stderr)
+                self._went(exc, run_id)
         spill(self._spill(run_id))
         return False
+
+    def _is_gone(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means that the tracking server is gone: the call could not reach it, and
+        neither can a plain health check now (a server that answers with errors, e.g. HTTP 500 from
+        an artifact store it cannot write, is there: that error is the run's)."""
+        if not (is_server(self.uri) and unsent.server_gone(exc)):
+            return False
+        try:
+            check_reachable(self.uri, timeout=2.0)
+        except StoreError:
+            return True
+        return False
+
+    def _went(self, exc: BaseException, run_id: str) -> None:
+        """The server stopped answering during a call for ``run_id``: say so, once, and where the
+        rest goes."""
+        self.gone = unsent.reason(exc)
+        where = (f"the sweep's next runs are kept in their job folders ({unsent.FOLDER}/)" if run_id in self.quiet_ends
+                 else f"the rest of run {self.run_name(run_id)} goes to {self._spill(run_id).folder}")
+        print(f"warning: tracking: the MLflow server at {self.uri} stopped answering ({self.gone}); {where}", file=sys.stderr)
 
     def run_name(self, run_id: str) -> str:
         return self.names.get(run_id, run_id)
@@ -525,6 +564,86 @@ class MlflowStore:
     def unsent_runs(self) -> dict[str, str]:
         """Runs whose end did not reach the server: run id -> the folder to upload."""
         return dict(self.unsent)
+
+    def server_gone(self, ask: bool = False) -> str | None:
+        """Why the tracking server counts as gone (None: it answers, or the store is no server);
+        ``ask``: ask the server now, even if no call has found it gone yet."""
+        if ask and self.gone is None and is_server(self.uri):
+            try:
+                check_reachable(self.uri, timeout=2.0)
+            except StoreError as exc:
+                self.gone = str(exc)
+        elif self.gone is not None and self._back():
+            self.gone = None
+        return self.gone
+
+    def _back(self, every: float = 10.0) -> bool:
+        """Whether a gone server answers again; asked at most every ``every`` seconds (a sweep's
+        next children go to disk meanwhile, without waiting on a server that does not answer)."""
+        if time.monotonic() - self._gone_checked < every:
+            return False
+        self._gone_checked = time.monotonic()
+        try:
+            check_reachable(self.uri, timeout=2.0)
+        except StoreError:
+            return False
+        return True
+
+    def create_child_run(self, run_name: str, tags: Mapping[str, str], start_ms: int, folder: str | None) -> str:
+        """Create a run whose end its caller reports (a batched sweep's child); its id. While the
+        server is gone, or if it goes now, the run is kept in ``<folder>/unsent`` with what
+        ``python -m runner.upload`` needs to create it, and a stand-in id names it here."""
+        went = None
+        if self.gone is None or self._back():
+            self.gone = None
+            try:
+                created = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags), start_time=start_ms)
+                return self._child(created.info.run_id, run_name, folder)
+            except Exception as exc:
+                if not self._is_gone(exc):
+                    raise
+                went = exc
+        run_id = self._child(f"unsent-{uuid.uuid4().hex}", run_name, folder)
+        if went is not None:
+            self._went(went, run_id)
+        self._spill(run_id).create = {"experiment_id": self.experiment_id, "start_time": start_ms, "tags": dict(tags)}
+        return run_id
+
+    def _child(self, run_id: str, run_name: str, folder: str | None) -> str:
+        self.names[run_id] = run_name
+        self.quiet_ends.add(run_id)
+        if folder:
+            self.folders[run_id] = folder
+        return run_id
+
+    def log_batch(self, run_id: str, metrics: list, params: list) -> None:
+        """Metrics and params of a run in one call (the client splits what exceeds MLflow's limits)."""
+        self._send(run_id, lambda: self.client.log_batch(run_id, metrics=metrics, params=params, synchronous=True),
+                   lambda spill: (spill.params({p.key: p.value for p in params}),
+                                  spill.metrics([(m.key, m.value, m.timestamp, m.step) for m in metrics])))
+
+    def _end_child(self, run_id: str, status: str, tags: Mapping[str, str] | None) -> None:
+        """End a run created by :meth:`create_child_run`; an end the server did not take is kept
+        with the run's other records, without a line (the caller counts them: :meth:`unsent_runs`)."""
+        self.quiet_ends.discard(run_id)
+
+        def keep(spill: unsent.Spill) -> None:
+            spill.set_end(status, tags)
+            self.unsent[run_id] = str(spill.folder)
+
+        if tags:
+            self.set_tags(run_id, tags)
+        self._send(run_id, lambda: self.client.set_terminated(run_id, status=status), keep)
+
+    def keep_sweep_end(self, parent: str, ended: str) -> str:
+        """The tracking server is gone as a sweep ends: its parent's end (a summary of the sweep,
+        as :func:`runner.sweeps.summary.finish_sweep` makes it) is kept for ``python -m
+        runner.upload``, beside what the parent did not send; the folder."""
+        spill = self._spill(self.run_id(parent))
+        spill.set_sweep_end(ended)
+        self.open_runs.pop(spill.run_id, None)
+        self.unsent[spill.run_id] = str(spill.folder)
+        return str(spill.folder)
 
     def note_failure(self, method: str, args: tuple, line: str) -> None:
         """Remember that writing a run's record failed (see ``failures``)."""
@@ -598,10 +717,15 @@ class MlflowStore:
                 kind = StoreFault if faults.describe(exc) else StoreError
                 raise kind(f"tracking: cannot stage the artifacts of run {run_id} ({faults.describe(exc, tmp) or exc})") from None
             try:
-                self._send(run_id, lambda: self.client.log_artifacts(run_id, tmp), lambda spill: spill.files(Path(tmp)))
+                self.send_files(run_id, Path(tmp))
             except Exception as exc:
                 kind = StoreFault if faults.describe(exc) else StoreError
                 raise kind(self._artifacts_failed(run_id, Path(tmp), exc)) from None
+
+    def send_files(self, run_id: str, staged: Path) -> None:
+        """Log the files under ``staged`` as the run's artifacts, at their paths below it (kept in the
+        run's spill folder while the tracking server is gone)."""
+        self._send(run_id, lambda: self.client.log_artifacts(run_id, str(staged)), lambda spill: spill.files(staged))
 
     def _artifacts_failed(self, run_id: str, staged: Path, exc: Exception) -> str:
         """Remove the truncated copies ``log_artifacts`` left in a local artifact store; the line."""
@@ -769,7 +893,9 @@ def error_line(method: str, exc: BaseException, uri: str = "") -> str:
     if isinstance(exc, StoreError):
         return str(exc)
     if is_server(uri) and unsent.server_gone(exc):
-        return f"tracking: {method} failed: the MLflow server at {uri} does not answer ({unsent.reason(exc)})"
+        why = unsent.reason(exc)
+        answer = "answers with errors" if why.startswith("it answered HTTP") else "does not answer"
+        return f"tracking: {method} failed: the MLflow server at {uri} {answer} ({why})"
     path = None if faults.os_error(exc) is not None else sqlite_path(uri)
     fault = faults.describe(exc, path.resolve() if path is not None else None)
     if fault is not None:

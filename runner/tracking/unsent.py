@@ -5,7 +5,11 @@ spent), the writer stops calling it for the rest of the process and writes what 
 had to send into the job's output folder instead, ``<job folder>/unsent/``:
 
 - ``run.json``: the tracking URI, the run's id and name, and once known its ``end`` (the status and
-  final tags the run should have had);
+  final tags the run should have had). A run the server never saw (a batched sweep's child written
+  after the server went away) has no id yet but a ``create`` (experiment, start time, tags: the
+  upload creates it, under its parent); a sweep's parent has a ``sweep_end`` (how the sweep ended:
+  the upload summarises the sweep, once its children are in, and ends the parent as the sweep would
+  have);
 - ``records.jsonl``: one JSON object per line, in the order the calls came: ``{"params": {k: v}}``,
   ``{"tags": {k: v}}``, ``{"metrics": [[key, value, timestamp_ms, step], ...]}``;
 - ``artifacts/``: the artifact files, under the paths they have in the run.
@@ -51,10 +55,20 @@ def reason(exc: BaseException) -> str:
         found = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(e))
         if found:
             return found.group(1).strip()
+        found = re.search(r"Error\(\d+, '([^']+)'\)", str(e))  # ConnectionResetError(104, 'Connection reset by peer')
+        if found:
+            return found.group(1)
+        found = re.search(r"too many (\d{3}) error responses", str(e))
+        if found:
+            return f"it answered HTTP {found.group(1)} to every try"
+        found = re.search(r"failed with error code (\d{3})", str(e))
+        if found:
+            return f"it answered HTTP {found.group(1)}"
         found = re.search(r"timed out\. \((\w+) timeout=([\d.]+)\)", str(e))
         if found:
             return f"no answer within its {found.group(1)} timeout, {found.group(2)} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
-    return type(exc).__name__
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -68,6 +82,8 @@ class Spill:
     metric_points: int = 0
     artifact_files: int = 0
     end: dict[str, Any] | None = None
+    create: dict[str, Any] | None = None  # a run the server has not seen: how the upload creates it
+    sweep_end: str | None = None  # a sweep's parent: how the sweep ended (the upload summarises it)
 
     def _ready(self) -> None:
         if not (self.folder / "run.json").exists():
@@ -75,7 +91,11 @@ class Spill:
             self._write_run()
 
     def _write_run(self) -> None:
-        run = {"tracking_uri": self.uri, "run_id": self.run_id, "name": self.name, "end": self.end}
+        run = {"tracking_uri": self.uri, "run_id": None if self.create else self.run_id, "name": self.name, "end": self.end}
+        if self.create:
+            run["create"] = self.create
+        if self.sweep_end:
+            run["sweep_end"] = self.sweep_end
         tmp = self.folder / "run.json.tmp"
         tmp.write_text(json.dumps(run, indent=1) + "\n")
         tmp.replace(self.folder / "run.json")
@@ -109,6 +129,13 @@ class Spill:
         self.end = {"status": status, "tags": {k: str(v) for k, v in (tags or {}).items()}}
         self._write_run()
 
+    def set_sweep_end(self, ended: str) -> None:
+        """A sweep's parent: the sweep ended (``completed``, ``aborted``, ``interrupted``) with the
+        server gone; the upload summarises the sweep and ends the parent as the sweep would have."""
+        self._ready()
+        self.sweep_end = ended
+        self._write_run()
+
     def line(self) -> str:
         """The one line that says what is in the folder and how to send it."""
         parts = [plural(self.metric_points, "metric point")] if self.metric_points else []
@@ -118,6 +145,22 @@ class Spill:
         return (f"tracking: the MLflow server at {self.uri} stopped answering; what run {self.name} ({self.run_id}) "
                 f"did not send ({', '.join(parts)}) is in {self.folder}; it reads RUNNING there until you upload it "
                 f"once the server is back: python -m runner.upload {self.folder}")
+
+
+def keep_parent_end(folder: Path, uri: str, token: str, ended: str) -> Path:
+    """A sweep's guard could not end its parent (the tracking server does not answer): keep the
+    sweep's end in ``folder`` (beside what the parent's writer kept there, if anything), with the
+    parent's ``sweep.token`` tag for the upload to find it by. The folder."""
+    folder = Path(folder)
+    path = folder / "run.json"
+    run = json.loads(path.read_text()) if path.exists() else {"tracking_uri": uri, "run_id": None, "name": f"sweep {token}", "end": None}
+    run.setdefault("sweep_end", ended)
+    run["token"] = token
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=1) + "\n")
+    tmp.replace(path)
+    return folder
 
 
 def plural(count: int, noun: str) -> str:
@@ -167,8 +210,8 @@ def replay(client: Any, unsent: Unsent, end: bool = True, default_status: str = 
     ``default_tags`` (a run whose process died before its end). What was sent, counted."""
     from mlflow.entities import Metric, Param, RunTag
 
-    run_id = unsent.run["run_id"]
-    sent = {"metric_points": 0, "tags": 0, "params": 0, "artifact_files": 0}
+    run_id = unsent.run["run_id"] or create(client, unsent)
+    sent = {"run_id": run_id, "metric_points": 0, "tags": 0, "params": 0, "artifact_files": 0}
     for record in unsent.records:
         if "params" in record:
             items = [Param(k, v) for k, v in record["params"].items()]
@@ -186,6 +229,8 @@ def replay(client: Any, unsent: Unsent, end: bool = True, default_status: str = 
     if unsent.artifacts.is_dir():
         client.log_artifacts(run_id, str(unsent.artifacts))
         sent["artifact_files"] = sum(1 for p in unsent.artifacts.rglob("*") if p.is_file())
+    if end and unsent.run.get("sweep_end"):
+        return sent  # the caller summarises the sweep, which ends the parent
     if end:
         final = unsent.run.get("end") or {"status": default_status, "tags": dict(default_tags or {})}
         if final["tags"]:
@@ -193,6 +238,18 @@ def replay(client: Any, unsent: Unsent, end: bool = True, default_status: str = 
         client.set_terminated(run_id, status=final["status"])
         sent["status"] = final["status"]
     return sent
+
+
+def create(client: Any, unsent: Unsent) -> str:
+    """Create the run a spill folder holds for a server that never saw it; its id goes into
+    ``run.json`` at once, so an upload stopped half-way and run again does not create it twice."""
+    spec = unsent.run["create"]
+    run = client.create_run(spec["experiment_id"], start_time=spec["start_time"], tags=spec["tags"], run_name=unsent.run["name"])
+    unsent.run["run_id"] = run.info.run_id
+    tmp = unsent.folder / "run.json.tmp"
+    tmp.write_text(json.dumps(unsent.run, indent=1) + "\n")
+    tmp.replace(unsent.folder / "run.json")
+    return run.info.run_id
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -35,9 +35,9 @@ from runner.processes import child_env
 # and an error in opening is raised by the next call that waits. ``end_run(..., _wait=False)``
 # does not wait either (an in-process sweep: the process's last flush waits for it).
 SYNC = {"start_run", "end_run", "call", "flush", "run_function", "get_experiment_id", "resolve", "find_finished", "done_keys",
-        "end_open_runs", "children_written", "unsent_runs"}
+        "end_open_runs", "children_written", "unsent_runs", "server_gone", "keep_sweep_end"}
 IMMEDIATE = {"open", "cancel_children"}  # executed on arrival even though nobody waits
-BARRIER = {"end_run", "call", "flush", "run_function", "resolve", "end_open_runs", "unsent_runs"}  # wait for everything sent before them
+BARRIER = {"end_run", "call", "flush", "run_function", "resolve", "end_open_runs", "unsent_runs", "server_gone", "keep_sweep_end"}  # wait for everything sent before them
 
 
 class _Slot:
