@@ -409,3 +409,52 @@ def test_a_sweep_interrupted_while_its_server_is_gone_keeps_its_parent_for_the_u
         assert "summary_table.json" in {a.path for a in client(url).list_artifacts(parent.info.run_id)}
         assert [run.info.run_name for run in runs if run.info.status == "RUNNING"] == []
     assert not list(sweep.rglob("unsent"))
+
+
+def test_a_job_by_job_sweep_whose_server_goes_away_keeps_each_run_for_the_upload(backend, tmp_path):
+    """``hydra/launcher=cached`` (one job after another in one process): the server stops during the
+    first job; that run and the two the server never saw are kept in their job folders (one line
+    each), the parent's end in the sweep's; the upload creates the two, completes all three and
+    summarises the sweep."""
+    store, base = backend
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    lrs = ["0.001", "0.0011", "0.0012"]
+    with mlflow_server(store, base) as server:
+        url, port = server.url, server.port
+        r = Runner(workdir, "-m", "hydra/launcher=cached", "objective=rosenbrock", f"lr={','.join(lrs)}", f"steps={STEPS}",
+                   "progress=false", f"tracking.uri={url}", "tracking.http_retries=1")
+        try:
+            first_job = "outputs/multirun/*/*/0/trajectory.csv"
+            r.wait_for(lambda: (time.sleep(0.3), (r.trajectory_rows(first_job) or [0])[0] >= 2100)[1], "the first job's descent under way",
+                       timeout=180)
+            with held(r):
+                server.stop()
+            assert r.wait(timeout=240) == 1, r.stderr
+        finally:
+            r.cleanup()
+    assert r.leftovers() == [] and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "python -m runner.upload" in line]
+    assert [line.split("; what run ")[1].split(" did not send")[0] for line in lines[:3]] == [
+        f"rosenbrock-manual-lr0.001 ({the_id(lines[0])})", "rosenbrock-manual-lr0.0011 (not in the server yet)",
+        "rosenbrock-manual-lr0.0012 (not in the server yet)"]
+    assert len(lines) == 4 and " 3 runs of this sweep and its summary are kept" in lines[3], r.stderr
+    sweep = Path(re.search(r"python -m runner\.upload (\S+)$", lines[3]).group(1))
+
+    with mlflow_server(store, base, port=port):
+        done = upload(sweep)
+        assert done.returncode == 0, done.stderr
+        runs = the_runs(url)
+        (parent,) = [run for run in runs if "sweep.token" in run.data.tags]
+        assert (parent.info.status, parent.data.tags["sweep.children"], parent.data.tags["sweep.outcome"]) == ("FINISHED", "3", "completed")
+        children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(run.data.params["lr"] for run in children) == lrs
+        for run in children:
+            assert run.info.status == "FINISHED"
+            assert [m.step for m in sorted(client(url).get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)] == list(
+                range(0, STEPS + 1, STRIDE))
+    assert not list(sweep.rglob("unsent"))
+
+
+def the_id(line: str) -> str:
+    return re.search(r"\(([0-9a-f]{32})\)", line).group(1)

@@ -355,12 +355,8 @@ class MlflowStore:
             all_tags["mlflow.parentRunId"] = self.run_id(parent_run_id)
         if description:
             all_tags["mlflow.note.content"] = description
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        run_id = run.info.run_id
+        run_id = self._create(run_name, all_tags, int(time.time() * 1000), folder)
         self.open_runs[run_id] = OpenRun(run_name, guarded)
-        self.names[run_id] = run_name
-        if folder:
-            self.folders[run_id] = folder
         if handle:
             self._handles[handle] = run_id
         items = [Param(k, param_text(v)) for k, v in params.items()]
@@ -452,6 +448,7 @@ class MlflowStore:
             return
         if run_id in self.spills or self.gone is not None:
             self._resend(run_id)
+            run_id = self.run_id(run_id)
         if run_id in self.spills:  # the server is still gone: the end joins what the run kept
             self._end_unsent(self.spills[run_id], status, tags)
             return
@@ -550,7 +547,7 @@ class MlflowStore:
         spill = self.spills.get(run_id)
         if spill is not None and (spill.folder / "run.json").exists():
             try:
-                unsent.replay(self.client, unsent.load(spill.folder), end=False)
+                sent = unsent.replay(self.client, unsent.load(spill.folder), end=False)
             except Exception as exc:
                 if not unsent.server_gone(exc):
                     raise
@@ -559,6 +556,8 @@ class MlflowStore:
 
             shutil.rmtree(spill.folder, ignore_errors=True)
             del self.spills[run_id]
+            if sent["run_id"] != run_id:  # created just now: its stand-in id names it from here on
+                self._handles[run_id] = sent["run_id"]
         self.gone = None
 
     def unsent_runs(self) -> dict[str, str]:
@@ -590,28 +589,33 @@ class MlflowStore:
         return True
 
     def create_child_run(self, run_name: str, tags: Mapping[str, str], start_ms: int, folder: str | None) -> str:
-        """Create a run whose end its caller reports (a batched sweep's child); its id. While the
-        server is gone, or if it goes now, the run is kept in ``<folder>/unsent`` with what
-        ``python -m runner.upload`` needs to create it, and a stand-in id names it here."""
+        """Create a run whose end its caller reports (a batched sweep's child): :meth:`_create`."""
+        return self._create(run_name, tags, start_ms, folder, quiet=True)
+
+    def _create(self, run_name: str, tags: Mapping[str, str], start_ms: int, folder: str | None, quiet: bool = False) -> str:
+        """Create a run (``quiet``: its end is reported by the caller, see :meth:`_end_child`); its id. While the tracking server is gone, or if it goes now, the run is
+        kept in ``<folder>/unsent`` with what ``python -m runner.upload`` needs to create it (the
+        experiment, start time and tags), and a stand-in id (``unsent-…``) names it here."""
         went = None
         if self.gone is None or self._back():
             self.gone = None
             try:
                 created = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags), start_time=start_ms)
-                return self._child(created.info.run_id, run_name, folder)
+                return self._named(created.info.run_id, run_name, folder, quiet)
             except Exception as exc:
                 if not self._is_gone(exc):
                     raise
                 went = exc
-        run_id = self._child(f"unsent-{uuid.uuid4().hex}", run_name, folder)
+        run_id = self._named(f"unsent-{uuid.uuid4().hex}", run_name, folder, quiet)
+        self._spill(run_id).keep_creation({"experiment_id": self.experiment_id, "start_time": start_ms, "tags": dict(tags)})
         if went is not None:
             self._went(went, run_id)
-        self._spill(run_id).create = {"experiment_id": self.experiment_id, "start_time": start_ms, "tags": dict(tags)}
         return run_id
 
-    def _child(self, run_id: str, run_name: str, folder: str | None) -> str:
+    def _named(self, run_id: str, run_name: str, folder: str | None, quiet: bool) -> str:
         self.names[run_id] = run_name
-        self.quiet_ends.add(run_id)
+        if quiet:
+            self.quiet_ends.add(run_id)
         if folder:
             self.folders[run_id] = folder
         return run_id

@@ -129,6 +129,12 @@ class Spill:
         self.end = {"status": status, "tags": {k: str(v) for k, v in (tags or {}).items()}}
         self._write_run()
 
+    def keep_creation(self, create: dict[str, Any]) -> None:
+        """A run the server has not seen: what creates it (experiment id, start time, tags)."""
+        self.create = create
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_run()
+
     def set_sweep_end(self, ended: str) -> None:
         """A sweep's parent: the sweep ended (``completed``, ``aborted``, ``interrupted``) with the
         server gone; the upload summarises the sweep and ends the parent as the sweep would have."""
@@ -142,7 +148,8 @@ class Spill:
         if self.artifact_files:
             parts.append(plural(self.artifact_files, "artifact file"))
         parts.append(f"its end ({self.end['status']})" if self.end else "no end (its process died first)")
-        return (f"tracking: the MLflow server at {self.uri} stopped answering; what run {self.name} ({self.run_id}) "
+        known = "not in the server yet" if self.create else self.run_id
+        return (f"tracking: the MLflow server at {self.uri} stopped answering; what run {self.name} ({known}) "
                 f"did not send ({', '.join(parts)}) is in {self.folder}; it reads RUNNING there until you upload it "
                 f"once the server is back: python -m runner.upload {self.folder}")
 
