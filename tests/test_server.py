@@ -77,7 +77,8 @@ def test_summary_read_back_over_http(served):
     assert parent.data.tags["best_child"] == min(finals, key=finals.get)
     listed = {a.path for a in client.list_artifacts(parent.info.run_id)}
     # trajectories/: the batched launcher's table of every step of every child (the default launcher)
-    assert listed == {"summary_table.json", "summary_loss.png", "summary_paths.png", "summary_final_loss_lr.png", "trajectories"}
+    # sweep.yaml: logged when the parent is created, so that a server that cannot store artifacts fails the sweep first
+    assert listed == {"summary_table.json", "summary_loss.png", "summary_paths.png", "summary_final_loss_lr.png", "trajectories", "sweep.yaml"}
 
 
 @pytest.mark.slow

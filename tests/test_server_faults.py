@@ -369,9 +369,11 @@ def test_a_server_that_cannot_store_artifacts_fails_the_run_before_its_descent(b
                 assert r.wait(timeout=120) == 2, r.stderr
             finally:
                 r.cleanup()
-            line = (f"error: tracking: the MLflow server at {url} cannot store the artifacts of run {name} (Connection reset by peer); "
-                    "the run ended FAILED before its descent")
-            assert [x for x in r.stderr.splitlines() if x.startswith("error:")] == [line], r.stderr
+            # The server either resets the connection while the upload streams or answers HTTP 500.
+            line = (rf"error: tracking: the MLflow server at {re.escape(url)} cannot store the artifacts of run {re.escape(name)} "
+                    r"\((Connection reset by peer|it answered HTTP 500 to every try)\); the run ended FAILED before its descent")
+            errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+            assert len(errors) == 1 and re.fullmatch(line, errors[0]), r.stderr
             assert "Traceback" not in r.stderr and "batched:" not in r.stdout and not list(workdir.rglob("trajectory.csv"))
             assert r.leftovers() == []
         runs = {run.info.run_name: run for run in the_runs(url)}

@@ -132,11 +132,12 @@ class SweepCallback(Callback):
         self._guard = Guard(uri, token, tags["sweep.dir"], config.tracking.http_retries)
         os.environ[PARENT_ENV] = parent
         os.environ[SWEPT_ENV] = ",".join(swept)
+        if not tracking.is_handle(parent):
+            self._announce()
         if in_process:
             warm_up(config)
         else:
             self._unhook = interrupts.on_interrupt(workers.forward)
-            self._announce()
 
     def _announce(self) -> None:
         print(f"sweep: parent run {self._run_id} in experiment '{self._experiment}' at {self._uri}", flush=True)
