@@ -16,7 +16,7 @@ from conftest import make_problem as problem
 from omegaconf import OmegaConf
 
 from runner.descent.backends import Autograd, FiniteDifference
-from runner.descent.loop import descend, sample_coords
+from runner.descent.loop import _Window, descend, sample_coords
 from runner.descent.optimizers import ManualDescent
 from runner.descent.schedules import schedule_factory
 
@@ -142,9 +142,10 @@ def test_a_step_that_was_not_kept_is_a_key_error_that_says_so():
 
 def test_a_gradient_norm_equal_to_tol_converges_and_the_descent_ends_with_that_window():
     """f'(0) = 2 exactly, so with tol = 2 the start point itself converges (the rule is ‖∇L‖ ≤ tol):
-    the row stops at step 0 and the loop hands out that one window and goes no further."""
+    the row stops at step 0 and the loop hands out that one window and goes no further. With lr = 0
+    (SGD allows it) the norm is 2 at every step of the window: no smaller norm stands in for it."""
     windows = []
-    traj = descend(problem("f"), Autograd(), manual(0.1), steps=100, tol=2.0,
+    traj = descend(problem("f"), Autograd(), lambda q: torch.optim.SGD(q, lr=0.0), steps=100, tol=2.0,
                    on_window=lambda lo, rec, finals: windows.append((lo, len(rec["loss"]), finals.tolist())))
     assert traj.outcome == ["converged"] and traj.final_step.tolist() == [0]
     assert windows == [(0, 32, [0])]
@@ -282,3 +283,21 @@ def test_a_sampled_trajectory_keeps_the_lr_of_each_kept_step_for_all_rows():
     assert traj.steps.tolist() == [0, 4, 8, 10, 12, 16, 20, 24, 28, 32, 36, 40]
     assert traj.lr.tolist() == [0.1 * 0.5 ** (k // 10) for k in traj.steps]
     assert np.isnan(traj.loss[4:, 0]).all() and not np.isnan(traj.loss[:, 1]).any()
+    # Each row's own kept steps: row 1's leave out step 10, which is kept only as row 0's final step.
+    assert traj.steps[traj.row_positions(0)].tolist() == [0, 4, 8, 10]
+    assert traj.steps[traj.row_positions(1)].tolist() == list(range(0, 41, 4))
+
+
+def test_a_window_cut_inside_an_add_keeps_the_steps_whose_records_all_arrived():
+    """add appends loss, norm, x and gradient in that order; an interrupt after the first three of
+    step 2's leaves the window with steps 0 and 1, whose records stack as usual."""
+    window = _Window()
+    for k in range(2):
+        window.add(torch.tensor([float(k)]), None, torch.tensor([[k, -k]], dtype=F64), torch.tensor([[3.0, 4.0]]))
+    window.losses.append(torch.tensor([2.0]))
+    window.norms.append(None)
+    window.xs.append(torch.tensor([[2.0, -2.0]], dtype=F64))
+    window.trim()
+    assert len(window) == 2 and len(window.norms) == len(window.xs) == len(window.gs) == 2
+    records = window.stacked()
+    assert records["loss"].tolist() == [[0.0], [1.0]] and records["grad_norm"].tolist() == [[5.0], [5.0]]
