@@ -213,17 +213,19 @@ def test_an_interrupt_hands_out_its_window_cut_to_the_complete_steps_with_their_
     assert rec["x"][:, 1, 0].tolist() == pytest.approx([-1 / 3 + 16 / 3 * P[k] for k in range(32, 40)], abs=1e-15)
 
 
-@pytest.mark.parametrize("where", ["monitor", "progress", "monitor, no sink"])
+@pytest.mark.parametrize("where", ["monitor", "monitor, first window", "progress", "monitor, no sink"])
 def test_an_interrupt_hands_out_each_step_once(where):
-    """SIGINT at step 40, before its record (the monitor), or at step 31 just after the window 0 … 31
+    """SIGINT at step 40 or 10, before its record (the monitor), or at step 31 just after the window 0 … 31
     was handed out (the progress report): every step up to it reaches the sink once, none twice, with
     both rows running (-1); without a sink the interrupt goes through as it is."""
     windows = []
-    hook = dict(progress=interrupt_at(31)) if where == "progress" else dict(monitor=interrupt_at(40), monitor_every=1)
+    at = 10 if "first" in where else 40
+    hook = dict(progress=interrupt_at(31)) if where == "progress" else dict(monitor=interrupt_at(at), monitor_every=1)
     sink = None if "no sink" in where else (lambda lo, rec, finals: windows.append((lo, len(rec["loss"]), finals.tolist())))
     with pytest.raises(KeyboardInterrupt):
         descend(problem("f"), Autograd(), manual(0.1), steps=100, x0=torch.zeros(2, 1, dtype=F64), **hook, on_window=sink)
-    expected = {"monitor": [(0, 32, [-1, -1]), (32, 8, [-1, -1])], "progress": [(0, 32, [-1, -1])], "monitor, no sink": []}
+    expected = {"monitor": [(0, 32, [-1, -1]), (32, 8, [-1, -1])], "monitor, first window": [(0, 10, [-1, -1])],
+                "progress": [(0, 32, [-1, -1])], "monitor, no sink": []}
     assert windows == expected[where]
 
 
