@@ -177,6 +177,15 @@ def test_rows_of_a_large_problem_record_their_own_gradient_norm_and_final_point(
         assert traj.x_final[row].tolist() == pytest.approx(expected, rel=1e-13)
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt), whatever the process running the tests set
+    (a mutmut or xdist parent may have its own); the previous one is put back."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_at(step: int, then: Callable[[int], float | None] = lambda k: None) -> Callable[[int], float | None]:
     """``then(k)``, but at k = ``step`` a real SIGINT to this process first (Python's handler turns
     it into KeyboardInterrupt there, as at a user's Ctrl-C)."""
@@ -189,7 +198,7 @@ def interrupt_at(step: int, then: Callable[[int], float | None] = lambda k: None
     return call
 
 
-def test_an_interrupt_hands_out_its_window_cut_to_the_complete_steps_with_their_stopping_test():
+def test_an_interrupt_hands_out_its_window_cut_to_the_complete_steps_with_their_stopping_test(python_sigint):
     """SIGINT while the lr of step 40 is being set: step 40 has its loss but no lr, so the window
     handed out is steps 32 … 39, and its stopping test is made on them. Under lr_j = 0.1·0.5^⌊j/10⌋,
     f's descent is x_k + 1/3 = (x0 + 1/3)·P_k with P_k = Π_{j<k} (1 − 6·lr_j), and ‖∇‖ = 6|x_k + 1/3|;
@@ -214,7 +223,7 @@ def test_an_interrupt_hands_out_its_window_cut_to_the_complete_steps_with_their_
 
 
 @pytest.mark.parametrize("where", ["monitor", "monitor, first window", "progress", "monitor, no sink"])
-def test_an_interrupt_hands_out_each_step_once(where):
+def test_an_interrupt_hands_out_each_step_once(where, python_sigint):
     """SIGINT at step 40 or 10, before its record (the monitor), or at step 31 just after the window 0 … 31
     was handed out (the progress report): every step up to it reaches the sink once, none twice, with
     both rows running (-1); without a sink the interrupt goes through as it is."""
