@@ -44,9 +44,13 @@ def test_the_fused_step_freezes_rows_and_records_samples_of_the_moving_variables
     gradient entries; row 0 stops at its own step 5 and is frozen while row 1 goes on to 40."""
     p = problem("rosenbrock", dim=12, wrt=[f"x{i}" for i in range(1, 7)])
     starts = p.x0.reshape(1, -1).repeat(2, 1) + torch.tensor([[0.0], [0.1]], dtype=F64)
+    reports = {"eager": [], "fused": []}
     run = dict(steps=40, x0=starts, max_coords=4, row_steps=torch.tensor([5, 40]))
-    eager = descend(p, Autograd(), lambda q: ManualDescent(q, 1e-4), **run)
-    fused = descend(p, Autograd(), None, fused_lr=1e-4, **run)
+    eager = descend(p, Autograd(), lambda q: ManualDescent(q, 1e-4), **run, progress=lambda k, v: reports["eager"].append((k, v)))
+    fused = descend(p, Autograd(), None, fused_lr=1e-4, **run, progress=lambda k, v: reports["fused"].append((k, v)))
+    # progress reports row 0's loss: at step 40 still its loss at x_31, where it was frozen.
+    assert [k for k, _ in reports["fused"]] == [31, 40] and reports["fused"][1][1] == reports["fused"][0][1]
+    assert np.allclose(reports["fused"], reports["eager"], rtol=1e-12, atol=0)
     assert fused.final_step.tolist() == eager.final_step.tolist() == [5, 40]
     assert fused.x.shape == eager.x.shape == (41, 2, 4) and fused.grad.shape == eager.grad.shape == (41, 2, 4)
     for key in ("x", "loss", "grad_norm", "grad", "x_final"):
