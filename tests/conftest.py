@@ -18,6 +18,14 @@ from served_fixtures import shared_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
+if os.environ.get("MUTANT_UNDER_TEST"):
+    # mutmut runs the tests in its own process first (stats), then forks a child per mutant. libgomp
+    # is not fork-safe: a child entering an OpenMP region of the pool the parent started waits on its
+    # barrier forever, and the mutant is reported as a timeout. One torch thread never starts a pool.
+    import torch
+
+    torch.set_num_threads(1)
+
 
 # -- isolation: every test leaves the process as it found it, so that the suite passes in any order
 # (CI runs it shuffled by pytest-randomly) ---------------------------------------------------------

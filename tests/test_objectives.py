@@ -179,3 +179,43 @@ def test_numbered_names_behave_as_the_list_they_stand_for():
         with pytest.raises(ValueError, match=f"^{wrong!r} is not a variable$"):
             names.index(wrong)
     assert names != ["x1"] and names != plain[:-1] and (names == 5) is False
+
+
+def test_register_records_what_it_is_given_and_the_documented_defaults(monkeypatch):
+    """Two objectives registered into an empty registry: one with only the required facts (the
+    defaults: fixed size, min_dim 1, no minima, no min_value, names x1 … xd), one with all of them;
+    fixed lists come back as fresh lists of lists (a caller may change what it gets)."""
+    from objectives import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", {})
+
+    def bowl(x):
+        return (x**2).sum(-1)
+
+    def ring(x):
+        return ((x**2).sum(-1) - 1.0) ** 2
+
+    assert registry.register("bowl", dim=3, start=[1.0, 2.0, 3.0])(bowl) is bowl
+    names = lambda d: ["u", "v"]  # noqa: E731
+    start = lambda d: [0.5] * d  # noqa: E731
+    registry.register("ring", dim=2, n_dim=True, min_dim=2, start=start, minima=[(1.0, 0.0), [0.0, 1.0]],
+                      min_value=0.0, var_names=names)(ring)
+    assert sorted(registry.REGISTRY) == ["bowl", "ring"]
+    b, r = registry.REGISTRY["bowl"], registry.REGISTRY["ring"]
+    assert (b.name, b.fn, b.default_dim, b.n_dim, b.min_dim, b.min_value) == ("bowl", bowl, 3, False, 1, None)
+    assert b.start(3) == [1.0, 2.0, 3.0] and b.minima(3) == [] and list(b.var_names(3)) == ["x1", "x2", "x3"]
+    assert (r.name, r.fn, r.default_dim, r.n_dim, r.min_dim, r.min_value) == ("ring", ring, 2, True, 2, 0.0)
+    assert r.start is start and r.var_names is names and r.start(3) == [0.5, 0.5, 0.5]
+    minima = r.minima(2)
+    assert minima == [[1.0, 0.0], [0.0, 1.0]] and all(type(m) is list for m in minima)
+    minima[0][0] = 7.0
+    starts = b.start(3)
+    starts[0] = 7.0
+    assert r.minima(2) == [[1.0, 0.0], [0.0, 1.0]] and b.start(3) == [1.0, 2.0, 3.0]
+
+
+def test_an_unknown_objective_is_a_key_error_that_lists_the_choices():
+    with pytest.raises(KeyError) as err:
+        objectives.get("nope")
+    assert err.value.args == ("unknown objective 'nope'; choose one of: ackley, beale, booth, f, g, himmelblau, "
+                              "quadratic, rastrigin, rosenbrock",)

@@ -39,6 +39,26 @@ def test_the_fused_compiled_step_follows_the_eager_path(rosenbrock6):
     assert np.abs(fused.grad_norm - eager.grad_norm).max() < 1e-10
 
 
+def test_the_fused_step_freezes_rows_and_records_samples_of_the_moving_variables_as_the_eager_path():
+    """Rosenbrock in d = 12 moving x1 … x6 (wrt), recording 4 of the 12 coordinates and 4 of the 6
+    gradient entries; row 0 stops at its own step 5 and is frozen while row 1 goes on to 40."""
+    p = problem("rosenbrock", dim=12, wrt=[f"x{i}" for i in range(1, 7)])
+    starts = p.x0.reshape(1, -1).repeat(2, 1) + torch.tensor([[0.0], [0.1]], dtype=F64)
+    reports = {"eager": [], "fused": []}
+    run = dict(steps=40, x0=starts, max_coords=4, row_steps=torch.tensor([5, 40]))
+    eager = descend(p, Autograd(), lambda q: ManualDescent(q, 1e-4), **run, progress=lambda k, v: reports["eager"].append((k, v)))
+    fused = descend(p, Autograd(), None, fused_lr=1e-4, **run, progress=lambda k, v: reports["fused"].append((k, v)))
+    # progress reports row 0's loss: at step 40 still its loss at x_31, where it was frozen.
+    assert [k for k, _ in reports["fused"]] == [31, 40] and reports["fused"][1][1] == reports["fused"][0][1]
+    assert np.allclose(reports["fused"], reports["eager"], rtol=1e-12, atol=0)
+    assert fused.final_step.tolist() == eager.final_step.tolist() == [5, 40]
+    assert fused.x.shape == eager.x.shape == (41, 2, 4) and fused.grad.shape == eager.grad.shape == (41, 2, 4)
+    for key in ("x", "loss", "grad_norm", "grad", "x_final"):
+        assert np.array_equal(np.isnan(getattr(fused, key)), np.isnan(getattr(eager, key))), key
+        assert np.nanmax(np.abs(getattr(fused, key) - getattr(eager, key))) < 1e-10, key
+    assert (fused.x_final[:, 6:] == starts[:, 6:].numpy()).all()  # the variables outside wrt never move
+
+
 def test_a_compiled_gradient_under_adam_follows_the_eager_path(rosenbrock6):
     eager = descend(rosenbrock6, Autograd(), lambda p: torch.optim.Adam(p, lr=1e-2), steps=100)
     compiled = descend(rosenbrock6, CompiledAutograd(), lambda p: torch.optim.Adam(p, lr=1e-2), steps=100)
