@@ -39,6 +39,19 @@ def test_the_fused_compiled_step_follows_the_eager_path(rosenbrock6):
     assert np.abs(fused.grad_norm - eager.grad_norm).max() < 1e-10
 
 
+def test_the_fused_step_with_finite_differences_takes_their_gradient(rosenbrock6):
+    """Forward differences with h = 1e-3 are off the exact gradient by O(h) (~1e-1 here, the
+    Hessian's entries being ~10²-10³): the fused step must take the backend's gradient, as the eager
+    step does, not torch.func's exact one."""
+    fd = FiniteDifference(scheme="forward", eps=1e-3)
+    eager = descend(rosenbrock6, fd, lambda p: ManualDescent(p, 1e-4), steps=20)
+    exact = descend(rosenbrock6, Autograd(), lambda p: ManualDescent(p, 1e-4), steps=20)
+    fused = descend(rosenbrock6, fd, None, steps=20, fused_lr=1e-4)
+    assert np.abs(eager.grad - exact.grad).max() > 1e-2  # the two gradients are told apart
+    assert np.abs(fused.grad - eager.grad).max() < 1e-9
+    assert np.abs(fused.x - eager.x).max() < 1e-12
+
+
 def test_the_fused_step_freezes_rows_and_records_samples_of_the_moving_variables_as_the_eager_path():
     """Rosenbrock in d = 12 moving x1 … x6 (wrt), recording 4 of the 12 coordinates and 4 of the 6
     gradient entries; row 0 stops at its own step 5 and is frozen while row 1 goes on to 40."""
