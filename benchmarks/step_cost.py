@@ -55,6 +55,10 @@ class PicklingRecorder:
     def log_metrics(self, series) -> None:
         self.bytes += len(pickle.dumps(series, protocol=pickle.HIGHEST_PROTOCOL))
 
+    def keep_file(self, name, path) -> None:
+        """The real recorder tells the writer once, before the first step, which file the run writes."""
+        pickle.dumps((name, str(path)), protocol=pickle.HIGHEST_PROTOCOL)
+
 
 def runner_loop(steps: int, lr: float, folder: Path) -> float:
     """Seconds of one run's descent of f, with its stream of metrics and trajectory file."""

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import sys
 from pathlib import Path
@@ -146,3 +147,15 @@ def test_bare_loop_does_the_runners_descent_and_reaches_the_minimum():
     for key in ("loss", "x", "grad"):
         assert records[key].reshape(-1).tolist() == pytest.approx(runner.__dict__[key].reshape(-1).tolist(), rel=1e-12, abs=1e-15), key
     assert float(records["x"][-1, 0]) == pytest.approx(-1.0 / 3.0, abs=1e-15)
+
+
+def test_step_cost_runner_side_writes_the_runs_trajectory(tmp_path):
+    """Case (c)'s runner side (``benchmarks/step_cost.py``) runs the descent with its record stream,
+    as a job does: its trajectory.csv holds every step, ending at f's minimiser −1/3 (this case
+    once broke unnoticed when the stream began telling its recorder which file it writes)."""
+    step_cost = load(BENCH / "step_cost.py", "step_cost")
+    step_cost.runner_loop(200, 0.1, tmp_path)
+    with open(tmp_path / "trajectory.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert [int(row["step"]) for row in rows] == list(range(201))
+    assert float(rows[-1]["x/x"]) == pytest.approx(-1.0 / 3.0, abs=1e-15)
