@@ -95,8 +95,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {printable(argv[0])}: no unsent records here (no run.json below it); {USAGE}", file=sys.stderr)
         return EXIT_USAGE
     status = 0
-    for folder in sorted(found, key=is_parent):  # the runs first: a parent's summary reads them
-        if status and is_parent(folder):
+    parents = {folder: is_parent(folder) for folder in found}
+    for folder in sorted(found, key=parents.get):  # the runs first: a parent's summary reads them
+        if status and parents[folder]:
             print(f"error: {folder} stays: the sweep's runs above could not be uploaded, and its summary needs them", file=sys.stderr)
             continue
         try:

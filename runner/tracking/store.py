@@ -500,13 +500,15 @@ class MlflowStore:
         """Whether ``exc`` means that the tracking server is gone: the call could not reach it, and
         neither can a plain health check now (a server that answers with errors, e.g. HTTP 500 from
         an artifact store it cannot write, is there: that error is the run's)."""
-        if not (is_server(self.uri) and unsent.server_gone(exc)):
-            return False
+        return is_server(self.uri) and unsent.server_gone(exc) and not self._answers()
+
+    def _answers(self) -> bool:
+        """Whether the tracking server's ``/health`` answers within 2 s."""
         try:
             check_reachable(self.uri, timeout=2.0)
         except StoreError:
-            return True
-        return False
+            return False
+        return True
 
     def _went(self, exc: BaseException, run_id: str) -> None:
         """The server stopped answering during a call for ``run_id``: say so, once, and where the
@@ -568,10 +570,8 @@ class MlflowStore:
         """Why the tracking server counts as gone (None: it answers, or the store is no server);
         ``ask``: ask the server now, even if no call has found it gone yet."""
         if ask and self.gone is None and is_server(self.uri):
-            try:
-                check_reachable(self.uri, timeout=2.0)
-            except StoreError as exc:
-                self.gone = str(exc)
+            if not self._answers():
+                self.gone = "no answer to /health"
         elif self.gone is not None and self._back():
             self.gone = None
         return self.gone
@@ -582,11 +582,7 @@ class MlflowStore:
         if time.monotonic() - self._gone_checked < every:
             return False
         self._gone_checked = time.monotonic()
-        try:
-            check_reachable(self.uri, timeout=2.0)
-        except StoreError:
-            return False
-        return True
+        return self._answers()
 
     def create_child_run(self, run_name: str, tags: Mapping[str, str], start_ms: int, folder: str | None) -> str:
         """Create a run whose end its caller reports (a batched sweep's child): :meth:`_create`."""

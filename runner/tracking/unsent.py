@@ -96,9 +96,7 @@ class Spill:
             run["create"] = self.create
         if self.sweep_end:
             run["sweep_end"] = self.sweep_end
-        tmp = self.folder / "run.json.tmp"
-        tmp.write_text(json.dumps(run, indent=1) + "\n")
-        tmp.replace(self.folder / "run.json")
+        write_run(self.folder, run)
 
     def _append(self, record: dict[str, Any]) -> None:
         self._ready()
@@ -164,10 +162,15 @@ def keep_parent_end(folder: Path, uri: str, token: str, ended: str) -> Path:
     run.setdefault("sweep_end", ended)
     run["token"] = token
     folder.mkdir(parents=True, exist_ok=True)
+    write_run(folder, run)
+    return folder
+
+
+def write_run(folder: Path, run: Mapping[str, Any]) -> None:
+    """``folder/run.json``, replaced whole (written aside, then renamed): never half-written."""
     tmp = folder / "run.json.tmp"
     tmp.write_text(json.dumps(run, indent=1) + "\n")
-    tmp.replace(path)
-    return folder
+    tmp.replace(folder / "run.json")
 
 
 def plural(count: int, noun: str) -> str:
@@ -253,9 +256,7 @@ def create(client: Any, unsent: Unsent) -> str:
     spec = unsent.run["create"]
     run = client.create_run(spec["experiment_id"], start_time=spec["start_time"], tags=spec["tags"], run_name=unsent.run["name"])
     unsent.run["run_id"] = run.info.run_id
-    tmp = unsent.folder / "run.json.tmp"
-    tmp.write_text(json.dumps(unsent.run, indent=1) + "\n")
-    tmp.replace(unsent.folder / "run.json")
+    write_run(unsent.folder, unsent.run)
     return run.info.run_id
 
 
