@@ -109,6 +109,12 @@ def running_job(client, experiment: str, steps: str) -> str | None:
     return runs[0].data.tags.get("slurm.job_id") if runs else None
 
 
+def streamed_rows(sweep_cwd: Path) -> int:
+    """How many rows the long job (job 1) has streamed to its trajectory.csv so far."""
+    tables = list(sweep_cwd.glob("outputs/multirun/*/*/1/trajectory.csv"))
+    return len(tables[0].read_text().splitlines()) - 1 if tables else 0
+
+
 def check_lost_child(client, child, state: str, job_id: str) -> None:
     """A child whose job SLURM stopped: KILLED, saying how (``slurm.state``), with the trajectory the
     job streamed."""
@@ -121,7 +127,14 @@ def check_lost_child(client, child, state: str, job_id: str) -> None:
     if tags["outcome"] == "killed":
         assert tags["error"].startswith(f"SLURM job {job_id} was {state}: it ended without a result"), tags["error"]
     table = Path(client.download_artifacts(child.info.run_id, "trajectory.csv")).read_text().splitlines()
-    assert table[0].startswith("step,") and [int(line.split(",")[0]) for line in table[1:4]] == [0, 1, 2]
+    assert table[0] == "step,loss,grad_norm,x/x1,grad/x1"
+    rows = [[float(v) for v in line.split(",")] for line in (table[1:] if tags["outcome"] == "interrupted" else table[1:-1])]
+    assert len(rows) >= 3 and [int(r[0]) for r in rows] == list(range(len(rows)))  # no step missing
+    for step, loss, grad_norm, x, grad in rows[:1000]:  # slow_square: loss x², gradient 2x; lr 0.1 shrinks x by 0.8 a step
+        assert (loss, grad, grad_norm, x) == pytest.approx((x * x, 2 * x, abs(2 * x), 0.8**step), rel=1e-12)
+    if tags["outcome"] == "interrupted":  # the job ended its own run: its metrics end where its table does
+        last = max(client.get_metric_history(child.info.run_id, "loss"), key=lambda m: m.step)
+        assert (last.step, last.value) == (int(rows[-1][0]), pytest.approx(rows[-1][1], rel=1e-12))
 
 
 def test_cancelled_job_ends_killed_and_the_sweep_ends(slurm, shared_server, tmp_path, monkeypatch):
@@ -131,7 +144,7 @@ def test_cancelled_job_ends_killed_and_the_sweep_ends(slurm, shared_server, tmp_
                        tmp_path, sweep_env(slurm, shared_server))
     try:
         job_id = wait_for(lambda: running_job(client, "slurm-cancel", "100000"), 240, "the long job's run")
-        wait_for(lambda: list(tmp_path.glob("outputs/multirun/*/*/1/trajectory.csv")), 60, "its first rows")
+        wait_for(lambda: streamed_rows(tmp_path) >= 3, 60, "its first rows")
         slurm.run("scancel", job_id)
         cancelled = time.monotonic()
         out, err = proc.communicate(timeout=240)
