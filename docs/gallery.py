@@ -69,9 +69,17 @@ COMMANDS = [
          "Final loss against a swept choice: categories, one series per lr.")]),
     Command(["-m", "objective=f", "lr=0.01,0.1,0.3,0.5", "steps=1000"], [
         ("summary_loss.png", "gallery-sweep-loss-diverged.png",
-         "A sweep with a diverged run: its finite part, its legend entry and a dashed line at its step."),
+         "A sweep with a diverged run: the axis is scaled to the runs that did not diverge, the diverged "
+         "one runs off the top, with its legend entry and a dashed line and a cross at its step."),
         ("summary_final_loss_lr.png", "gallery-sweep-final-loss-diverged.png",
          "Final loss against lr: the diverged run is a red cross on the top edge, not a missing point.")]),
+    Command(["-m", "objective=rosenbrock", "optimizer=sgd,adam,rmsprop", "lr=0.0001,0.0002,0.0005,0.001,0.002,0.005,0.01,0.02,0.05,0.1",
+             "steps=300"], [
+        ("summary_loss.png", "gallery-sweep-loss-many.png",
+         "30 runs on one axis: beyond eight the legend stands beside the axes, 20 entries a column, and "
+         "the figure grows to hold it and the title; beyond 20 runs the colours repeat dashed. Four SGD "
+         "runs diverged (to 1e300, then inf): they run off the top instead of flattening the others. "
+         "Beyond 40 runs the curves are coloured by run order, with a colour bar instead of a legend.")]),
 ]
 
 

@@ -130,6 +130,14 @@ def check_readable(fig) -> None:
     for i, a in enumerate(panels):  # one panel's labels never run into another's
         for b in panels[i + 1 :]:
             assert not a.get_tightbbox(renderer).overlaps(b.get_tightbbox(renderer))
+    for ax in panels:  # every legend whole inside the figure, clear of the other panels and colour bars
+        if ax.get_legend() is None:
+            continue
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert inside.x0 <= legend.x0 and legend.x1 <= inside.x1 and inside.y0 <= legend.y0 and legend.y1 <= inside.y1
+        for other in fig.axes:
+            if other is not ax:
+                assert not legend.overlaps(other.get_tightbbox(renderer)), other.get_label()
 
 
 def assert_inside(text, renderer, inside) -> None:
@@ -270,6 +278,77 @@ def test_overlay_loss_figure_many_curves_legend_outside():
     assert legend.x0 >= ax.bbox.x1 and legend.x1 <= fig.bbox.x1  # beside the axes, inside the figure
 
 
+def sweep_curves(n: int, prefix: str = "rosenbrock") -> dict:
+    """``n`` runs' loss curves named as a sweep of optimizers and learning rates names its children."""
+    steps = np.arange(2001.0)
+    names = [f"{prefix}-{opt}-lr{lr}" for opt in ("sgd", "adam", "rmsprop", "adagrad", "adamw")
+             for lr in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)]
+    return {name: (steps, 10 * np.exp(-steps * (i + 1) / 4000) + 1e-3) for i, name in enumerate(names[:n])}
+
+
+def test_forty_runs_on_one_axes_each_in_the_legend_and_told_apart():
+    """The most runs that still get a legend (``MANY_CURVES``): the legend stands beside the axes in
+    columns of 20, the figure grows to hold it and the title, the plot keeps its size, and no two
+    runs share both colour and line style."""
+    curves = sweep_curves(plots.MANY_CURVES)
+    fig = plots.overlay_loss_figure(curves, "multirun 2026-11-27/21-40-12 (40 jobs, rosenbrock): loss", 0.0)
+    check_readable(fig)
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(curves)
+    columns = {round(t.get_window_extent(renderer).x0) for t in legend.get_texts()}
+    assert len(columns) == 2 and legend.get_window_extent(renderer).x0 >= ax.bbox.x1
+    # the plot keeps (to a few pixels: the title's overhang moves as the axes widen) its minimum size
+    assert ax.bbox.width >= 0.95 * plots.MIN_PANEL[0] * fig.dpi and ax.bbox.height >= 0.95 * plots.MIN_PANEL[1] * fig.dpi
+    assert fig.get_size_inches()[0] > plots.FIGSIZE[0]  # grown for the legend
+    styles = {(ln.get_color(), ln.get_linestyle()) for ln in ax.lines}
+    assert len(ax.lines) == len(styles) == 40
+
+
+def test_runs_that_diverged_do_not_flatten_the_others():
+    """SGD on Rosenbrock at a large rate reaches 1e300 before inf: the axis is scaled to the runs that
+    did not diverge (their decades 1e-3..1e1 stay readable), the diverged run runs off the top."""
+    steps = np.arange(300.0)
+    curves = {"adam": (steps, 10 * np.exp(-steps / 40) + 1e-3), "rmsprop": (steps, 5 * np.exp(-steps / 90) + 1e-2),
+              "sgd-lr0.1": (steps[:6], np.array([24.2, 1e4, 1e30, 1e120, 1e300, np.inf]))}
+    fig = plots.overlay_loss_figure(curves, "sweep: loss", 0.0)
+    check_readable(fig)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    lowest, highest = curves["adam"][1][-1], curves["adam"][1][0]  # 6.7e-3 and 10.001: adam's ends
+    assert lowest / 10 < lo < lowest and highest < hi < 10 * highest and ax.get_yscale() == "log"
+    (marker,) = [ln for ln in ax.lines if ln.get_gid() == "diverged"]
+    assert marker.get_xdata()[0] == 5
+    only = plots.overlay_loss_figure({"sgd-lr0.1": curves["sgd-lr0.1"]}, "one diverged run", 0.0).axes[0]
+    assert only.get_ylim()[1] >= 1e300  # nothing else to show: its whole finite part
+
+
+def test_a_title_wider_than_the_figure_makes_it_wider():
+    """A sweep's name cut at 60 characters plus ": final loss vs lr" is wider than the 6.4-inch figure."""
+    title = "sweep-rosenbrock-{sgd,adam,rmsprop}-lr{0.0001,0.0002,0.0005…: final loss vs lr"
+    fig = plots.final_loss_figure([1e-4, 1e-3, 1e-2], [3.0, 0.5, 0.01], "lr", title)
+    check_readable(fig)  # the title whole inside the figure
+    assert fig.get_size_inches()[0] > plots.FIGSIZE[0]
+
+
+def test_long_legends_below_panels_in_two_rows_stay_clear_of_each_other():
+    """Three objectives with 13-14 runs each: every legend below its panel, in the panel's width,
+    none over the next row's title or a neighbour's legend, all inside the figure."""
+    curves = list(sweep_curves(40).items())
+    panels = {"rosenbrock": (dict(curves[:14]), 0.0), "g": (dict(curves[14:27]), None), "f": (dict(curves[27:]), None)}
+    fig = plots.loss_panels_figure(panels, "multirun 2026-11-27/21-40-12: loss")
+    check_readable(fig)
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend().get_window_extent(renderer) for ax in fig.axes]
+    for ax, legend in zip(fig.axes, legends):
+        assert legend.y1 < ax.xaxis.label.get_window_extent(renderer).y0 and legend.width <= 1.15 * ax.bbox.width
+        assert ax.bbox.height >= 0.95 * plots.MIN_PANEL[1] * fig.dpi  # the rows moved apart, the plots kept their size
+    for i, a in enumerate(legends):
+        assert not any(a.overlaps(b) for b in legends[i + 1 :])
+    assert legends[0].y0 > fig.axes[2].title.get_window_extent(renderer).y1  # above the second row's title
+
+
 def test_one_panel_per_objective():
     """The issue's sweep, f and g at lr 0.01 and 0.1: two panels, f's gap and g's loss, both log."""
     steps = np.arange(101)
@@ -381,6 +460,12 @@ def test_overlay_paths_figure_one_coloured_line_per_path():
     check_readable(fig)
     many = {f"run{i}": p + 0.01 * i for i, p in enumerate(list(paths.values()) * 4)}  # 12: legend below
     check_readable(plots.overlay_paths_figure(X, Y, Z, many, ["x", "y"], "paths", minima=[[0.0, 0.0]]))
+    thirty = {f"quad-run{i}-lr{0.01 * i:.2f}": p + 0.01 * i for i, p in enumerate(list(paths.values()) * 10)}
+    fig = plots.overlay_paths_figure(X, Y, Z, thirty, ["x", "y"], "multirun 2026-11-27/21-40-12: paths", minima=[[0.0, 0.0]])
+    check_readable(fig)  # a 31-entry legend under the contour, inside the figure, clear of the colour bar
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    gap = ax.xaxis.label.get_window_extent(renderer).y0 - ax.get_legend().get_window_extent(renderer).y1
+    assert 0 < gap <= 12  # right under the x label, however much the figure grew
 
 
 # ---------------------------------------------------------------- final loss

@@ -9,8 +9,11 @@ callers pass numpy arrays.
 What a loss axis shows (the gap to a known minimum, or the loss) and how it is scaled (log, symmetric
 log or linear, every label with its sign) is :mod:`runner.tracking.loss_axis`. A run that diverged
 ends on a non-finite loss: its finite part is drawn, and a dashed vertical line marks the step where
-it diverged. Every figure is laid out once by measuring its texts (``tight_layout``), so no tick label,
-axis label or legend is cut off at the edge. A sweep's overlays take one panel per objective
+it diverged; beside runs that did not, the axis is scaled to theirs and the diverged one runs off the
+top. Every figure is laid out by measuring its decorations (:func:`fit_layout`), so no title, tick
+label, axis label or legend is cut off at the edge: up to 8 runs get a legend inside the axes, up to
+``MANY_CURVES`` one beside or below them in columns (the figure grows to hold it, the plot keeps
+``MIN_PANEL``), more a colour bar. A sweep's overlays take one panel per objective
 (:func:`loss_panels_figure`, :func:`final_loss_panels_figure`): losses of different functions share
 no axis.
 """
@@ -33,6 +36,8 @@ FIGSIZE = (6.4, 4.8)
 PANEL = (5.6, 4.3)  # one panel of a figure with several
 DPI = 110
 LEGEND_INSIDE = 8  # legend entries drawn inside the axes, at most
+LEGEND_ROWS = 20  # rows of a legend beside the axes, at most: more entries take another column
+MIN_PANEL = (3.6, 3.0)  # inches: the plotting area a panel keeps, however long its legend or title
 # Beyond this many runs on one axes, the curves are one LineCollection with a colour scale instead
 # of one labelled line each: a 1,000-entry legend took most of a 1,000-child sweep's summary time
 # (~100 s for its figures on the loaded dev box) and cannot be read anyway.
@@ -100,23 +105,120 @@ def fit_layout(fig: Figure, pad: float = 6.0) -> Figure:
     ``1e−142`` needs more room than one labelled ``10``. Only the decorations are measured, not the
     plotted data: matplotlib's ``tight_layout`` also measures every line and contour, which made a
     loss figure ~55 ms and a path figure ~90 ms slower (CPU, the 2-core dev box; this costs a few ms).
-    Panels keep matplotlib's spacing (a fifth of a panel), which holds their labels."""
+
+    Where the decorations would leave a panel less than ``MIN_PANEL`` inches (a 40-run legend beside
+    the axes, a long title), the figure grows instead of the plot shrinking or the legend running off
+    the edge. Panels keep matplotlib's spacing (a fifth of a panel), or more between rows where a
+    legend below a panel needs it."""
+    renderer = fig.canvas.get_renderer()
+    for _ in range(3):  # what overhangs the axes (a centred title) depends on their width: grow until it holds
+        if not _grow_to_fit(fig, renderer, pad, _row_gap(fig, renderer, pad)):
+            break
+        _fit_margins(fig, renderer, pad)
+    _fit_margins(fig, renderer, pad)
+    if _make_room_between_rows(fig, renderer, pad):
+        _fit_margins(fig, renderer, pad)
+    return fig
+
+
+def _fit_margins(fig: Figure, renderer, pad: float, tries: int = 4) -> None:
+    """Set the figure's margins so that the decorations lie ``pad`` pixels inside it. A title wider
+    than its axes stays centred on them, so it moves when they do: measured again until it holds."""
+    width, height = fig.bbox.width, fig.bbox.height
+    for _ in range(tries):
+        used, top = _used_box(fig, renderer, pad)
+        sp = fig.subplotpars
+        margins = dict(left=(sp.left * width + pad - used.x0) / width,
+                       right=(sp.right * width + width - pad - used.x1) / width,
+                       bottom=(sp.bottom * height + pad - used.y0) / height,
+                       top=(sp.top * height + top - used.y1) / height)
+        moved = max(abs(margins[k] - getattr(sp, k)) * (width if k in ("left", "right") else height) for k in margins)
+        fig.subplots_adjust(**margins)
+        if moved < 0.5:
+            return
+
+
+def _used_box(fig: Figure, renderer, pad: float):
+    """The box of every axes' decorations, and the top they must stay under (the figure's title)."""
     from matplotlib.transforms import Bbox
 
-    renderer = fig.canvas.get_renderer()
-    width, height = fig.bbox.width, fig.bbox.height
     with np.errstate(over="ignore", invalid="ignore"):
         boxes = [box for ax in fig.axes for box in _decorations(ax, renderer)]
     used = Bbox.union([b for b in boxes if np.isfinite(b.bounds).all()])
-    top = min([height - pad] + [t.get_window_extent(renderer).y0 - pad for t in fig.texts if t.get_text()])
+    top = min([fig.bbox.height - pad] + [t.get_window_extent(renderer).y0 - pad for t in fig.texts if t.get_text()])
+    return used, top
+
+
+def _grow_to_fit(fig: Figure, renderer, pad: float, row_gap: float = 0.0) -> bool:
+    """Enlarge the figure where its decorations, and ``row_gap`` pixels between rows of panels, would
+    leave the panels less than ``MIN_PANEL``; whether it grew."""
+    from matplotlib.transforms import Bbox
+
+    used, top = _used_box(fig, renderer, pad)
+    plots = Bbox.union([ax.bbox for ax in fig.axes])
+    rows, cols = _grid_shape(fig)
     sp = fig.subplotpars
-    fig.subplots_adjust(
-        left=(sp.left * width + pad - used.x0) / width,
-        right=(sp.right * width + width - pad - used.x1) / width,
-        bottom=(sp.bottom * height + pad - used.y0) / height,
-        top=(sp.top * height + top - used.y1) / height,
-    )
-    return fig
+    dpi = fig.dpi
+    beside = (plots.x0 - used.x0) + (used.x1 - plots.x1) + 2 * pad  # pixels the decorations take
+    above_below = (plots.y0 - used.y0) + (used.y1 - plots.y1) + (fig.bbox.height - top)
+    need_w = beside + MIN_PANEL[0] * dpi * (cols + (cols - 1) * sp.wspace)
+    need_h = above_below + pad + MIN_PANEL[1] * dpi * rows + (rows - 1) * max(row_gap, MIN_PANEL[1] * dpi * sp.hspace)
+    titles = [ax.title for ax in fig.axes] + list(fig.texts)  # centred: each needs its width in the figure
+    need_w = max([need_w] + [t.get_window_extent(renderer).width + 2 * pad for t in titles if t.get_text()])
+    width, height = fig.get_size_inches()
+    if need_w <= fig.bbox.width + 0.5 and need_h <= fig.bbox.height + 0.5:
+        return False
+    fig.set_size_inches(max(width, need_w / dpi), max(height, need_h / dpi))
+    return True
+
+
+def _grid_shape(fig: Figure) -> tuple[int, int]:
+    """(rows, columns) of the figure's panels (1, 1 for a figure without a grid). A colour bar splits
+    its panel's cell in two: the grid counted is the figure's own, above such splits."""
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is not None and ax.get_label() != "<colorbar>":
+            return spec.get_topmost_subplotspec().get_gridspec().get_geometry()
+    return 1, 1
+
+
+def _row_gap(fig: Figure, renderer, pad: float) -> float:
+    """The pixels needed between rows of panels: the most that hangs below a panel of one row (its x
+    label, a legend) plus the most above a panel of the next (its title), and ``pad``; 0 for one row."""
+    rows, _ = _grid_shape(fig)
+    if rows < 2:
+        return 0.0
+    hanging: dict[int, list[float]] = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec() if ax.get_label() != "<colorbar>" else None
+        if spec is None:
+            continue
+        box = _decorations_box(ax, renderer)
+        hang = hanging.setdefault(spec.get_topmost_subplotspec().rowspan.start, [0.0, 0.0])
+        hang[0], hang[1] = max(hang[0], ax.bbox.y0 - box.y0), max(hang[1], box.y1 - ax.bbox.y1)
+    return max(hanging.get(r, [0, 0])[0] + hanging.get(r + 1, [0, 0])[1] for r in range(rows - 1)) + pad
+
+
+def _make_room_between_rows(fig: Figure, renderer, pad: float) -> bool:
+    """Widen the space between rows of panels to :func:`_row_gap` where it is narrower; whether it changed."""
+    rows, _ = _grid_shape(fig)
+    gap = _row_gap(fig, renderer, pad)
+    if rows < 2:
+        return False
+    sp = fig.subplotpars
+    total = (sp.top - sp.bottom) * fig.bbox.height  # rows * h + (rows - 1) * hspace * h
+    panel = (total - (rows - 1) * gap) / rows
+    if panel <= 0 or gap / panel <= sp.hspace:
+        return False
+    fig.subplots_adjust(hspace=gap / panel)
+    return True
+
+
+def _decorations_box(ax: Axes, renderer):
+    from matplotlib.transforms import Bbox
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        return Bbox.union([b for b in _decorations(ax, renderer) if np.isfinite(b.bounds).all()])
 
 
 def _decorations(ax: Axes, renderer) -> list:
@@ -129,13 +231,31 @@ def _decorations(ax: Axes, renderer) -> list:
 
 def _legend(ax: Axes, n: int, below: bool = False) -> None:
     """A legend inside the axes for up to ``LEGEND_INSIDE`` entries; beyond that outside, beside the
-    axes, or below them where a colorbar already stands beside them (the layout makes room)."""
+    axes in columns of at most ``LEGEND_ROWS``, or below them where a colorbar or another panel
+    stands beside them, in as many columns (up to 3) as fit the axes' width. The layout makes room."""
     if n > LEGEND_INSIDE and below:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="x-small", borderaxespad=0)
+        _legend_below(ax, n)
     elif n > LEGEND_INSIDE:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="x-small", borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=-(-n // LEGEND_ROWS), fontsize="x-small",
+                  borderaxespad=0)
     elif n:
         ax.legend(fontsize="small")
+
+
+def _legend_below(ax: Axes, n: int, gap_pt: float = 6.0) -> None:
+    """The legend under the axes' x label (``gap_pt`` points below it, however the figure grows
+    later), in as many columns, up to 3, as fit the axes' width."""
+    from matplotlib.transforms import ScaledTranslation
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    under_label = ax.bbox.y0 - ax.xaxis.get_tightbbox(renderer).y0  # pixels from the axes down to its label's foot
+    drop = ScaledTranslation(0, -(under_label / fig.dpi + gap_pt / 72), fig.dpi_scale_trans)
+    for ncol in range(min(3, n), 0, -1):
+        legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=ax.transAxes + drop, ncol=ncol,
+                           fontsize="x-small", borderaxespad=0)
+        if legend.get_window_extent(renderer).width <= ax.bbox.width * 1.15:
+            return
 
 
 # -- loss curves -----------------------------------------------------------------------------------
@@ -161,10 +281,20 @@ def _mark_divergence(ax: Axes, step: int, value: float, color: Any, annotate: bo
                     va="top", color="tab:red", fontsize="small", bbox={"fc": "white", "ec": "none", "alpha": 0.8})
 
 
+def _style(i: int, n: int) -> dict[str, Any]:
+    """Colour and line style of run ``i`` of ``n``: matplotlib's ten colours, beyond ten the twenty of
+    ``tab20``, and beyond twenty the same colours dashed, then dotted, so that no two of up to
+    ``MANY_CURVES`` runs look alike."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return {"color": f"C{i}", "ls": "-"}
+    return {"color": colormaps["tab20"](i % 20), "ls": ("-", "--", ":")[i // 20 % 3]}
+
+
 def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate: bool) -> np.ndarray:
     """Each curve's finite part as one line (labelled with its name, and where it diverged); the
     values drawn."""
-    from matplotlib import colormaps
 
     if len(curves) > MANY_CURVES:
         return _draw_many_curves(ax, curves, view)
@@ -173,8 +303,7 @@ def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate
         steps, loss = np.asarray(steps, dtype=float).ravel(), np.asarray(loss, dtype=float).ravel()
         y = view.values(loss)
         keep = np.isfinite(y) & np.isfinite(steps)
-        color = f"C{i}" if len(curves) <= 10 else colormaps["tab20"](i % 20)
-        (line,) = ax.plot(steps[keep], y[keep], lw=1.5 if len(curves) == 1 else 1.2, color=color, label=str(name))
+        (line,) = ax.plot(steps[keep], y[keep], lw=1.5 if len(curves) == 1 else 1.2, label=str(name), **_style(i, len(curves)))
         found = divergence(steps, loss)
         if found is not None:
             line.set_label(f"{name} (diverged at step {found[0]})")
@@ -224,12 +353,32 @@ def _loss_axes(ax: Axes, curves: Mapping[str, Curve], min_value: float | None, l
     view = LossView(min_value)
     drawn = _draw_curves(ax, curves, view, annotate=not legend)
     _floor_line(ax, view, [loss for _, loss in curves.values()])
-    apply_scale(ax, drawn, gap=view.min_value is not None)
+    scaled = _scale_values(curves, view)
+    apply_scale(ax, drawn if scaled is None else scaled, gap=view.min_value is not None)
+    if scaled is not None and ax.get_yscale() != "log":  # a log axis's limits are set from the values already
+        scale = ax.yaxis.get_transform()  # pad 5% in the axis's own (linear or symlog) units
+        lo, hi = scale.transform(np.array([[float(scaled.min())], [float(scaled.max())]])).ravel()
+        span = (hi - lo) or 1.0
+        ax.set_ylim(*scale.inverted().transform(np.array([[lo - 0.05 * span], [hi + 0.05 * span]])).ravel())
     ax.set(xlabel="step", ylabel=view.label("loss"))
     ax.grid(True, which="both", alpha=0.3)
     entries = [h for h in ax.get_legend_handles_labels()[1]]
     if legend or len(entries) > 1:
         _legend(ax, len(entries), below=below)
+
+
+def _scale_values(curves: Mapping[str, Curve], view: LossView) -> np.ndarray | None:
+    """The values the y axis is scaled to when some runs diverged and others did not: those of the
+    runs that did not. A diverged run's last finite losses (1e300 before inf) would otherwise squash
+    every other curve into one flat line; it runs off the top instead, where its cross and its
+    dashed line mark the step. None when no run diverged, or all did (then everything drawn counts)."""
+    kept = [view.values(np.asarray(loss, dtype=float).ravel()) for steps, loss in curves.values()
+            if divergence(steps, loss) is None]
+    if not kept or len(kept) == len(curves):
+        return None
+    values = np.concatenate(kept)
+    values = values[np.isfinite(values)]
+    return values if values.size else None
 
 
 def loss_figure(steps: np.ndarray, loss: np.ndarray, title: str, min_value: float | None = None) -> Figure:
@@ -429,7 +578,6 @@ def overlay_paths_figure(
     var_names: Sequence[str], title: str, minima: Sequence[Sequence[float]] = (),
 ) -> Figure:
     """Several runs' descent paths on one (grey) contour, one colour and legend entry per run."""
-    from matplotlib import colormaps
 
     fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "Greys")
@@ -439,8 +587,9 @@ def overlay_paths_figure(
         starts = np.array([p[0] for p in finite if len(p)]).reshape(-1, 2)
         ax.scatter(starts[:, 0], starts[:, 1], marker="o", s=12, c="white", edgecolors="k", linewidths=0.5, zorder=5)
     for i, (name, p) in enumerate(zip(paths, finite) if len(paths) <= MANY_CURVES else ()):
-        color = f"C{i}" if len(paths) <= 10 else colormaps["tab20"](i % 20)
-        ax.plot(p[:, 0], p[:, 1], "-o", color=color, ms=2.5, lw=1.2, label=str(name), zorder=4)
+        style = _style(i, len(paths))
+        color = style["color"]
+        ax.plot(p[:, 0], p[:, 1], marker="o", ms=2.5, lw=1.2, label=str(name), zorder=4, **style)
         if len(p):
             ax.scatter(p[:1, 0], p[:1, 1], marker="o", s=40, c=[color], edgecolors="k", zorder=5)
     _decorate_path_axes(ax, X, Y, var_names, minima)
