@@ -28,7 +28,7 @@ from runner.descent.progress import make_progress
 from runner.descent.schedules import is_constant, schedule_factory, schedule_name
 from runner.tracking import links, records
 from runner.tracking.fingerprint import fingerprint
-from runner.tracking.naming import PARENT_ENV, objective_label, run_name, swept_extras
+from runner.tracking.naming import JOB_TAG, PARENT_ENV, multirun_job_number, objective_label, run_name, swept_extras
 from runner.tracking.provenance import provenance_tags
 from runner.tracking.recorder import RunRecorder, forget_current_run, open_store
 from runner.tracking.scheduler import scheduler_tags
@@ -203,7 +203,8 @@ def check_optimizer(plan: Plan) -> None:
 def start_record(plan: Plan, store: Any, extra_tags: dict[str, str] | None = None) -> RunRecorder:
     """The run in MLflow, with its params (the resolved config) and the tags known up front."""
     config = OmegaConf.to_container(plan.cfg, resolve=True)
-    tags = {**start_tags(plan), **(extra_tags or {})}
+    job = multirun_job_number()
+    tags = {**start_tags(plan), **({JOB_TAG: str(job)} if job is not None else {}), **(extra_tags or {})}
     # Over a tracking server the config is logged at once: an artifact store that cannot take it
     # fails the run now, not after the descent (it is logged again, unchanged, with the others).
     files = {"config.yaml": OmegaConf.to_yaml(plan.cfg, resolve=True)} if plan.cfg.tracking.artifacts else None

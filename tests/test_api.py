@@ -99,6 +99,21 @@ def test_a_multirun_returns_its_children_and_its_parent(in_workdir, client):
     assert fast.x_final["x"] == pytest.approx(-(1 - 0.4**20) / 3, rel=1e-12)
 
 
+def test_a_sweeps_children_come_back_in_the_order_of_its_jobs(in_workdir, client):
+    """The batched launcher starts all its children at the same millisecond, so their start time
+    cannot order them: each carries its job's number (``sweep.job``), in an order that is neither
+    sorted nor the store's."""
+    import runner
+
+    lrs = ["0.1", "0.001", "0.3", "0.01", "0.2", "0.003"]
+    sweep = runner.multirun("objective=f", lr=",".join(lrs), steps=5)
+    assert [c.config["lr"] for c in sweep.children] == [float(lr) for lr in lrs]
+    tags = {r.info.run_id: r.data.tags for r in client.search_runs([client.get_run(sweep.parent_run_id).info.experiment_id])}
+    assert [tags[c.run_id]["sweep.job"] for c in sweep.children] == ["0", "1", "2", "3", "4", "5"]
+    assert len({client.get_run(c.run_id).info.start_time for c in sweep.children}) == 1  # one batch, one start
+    assert list(runner.runs(parent=sweep.parent_run_id)["params.lr"]) == lrs
+
+
 def test_fifty_calls_leave_nothing_behind(tmp_path):
     """In a fresh interpreter: threads, child processes and open files after the 50th call are those
     after the first; Hydra's global state is clear after every call. (The calls' times are printed

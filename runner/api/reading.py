@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.api.compose import RunnerError
 from runner.api.results import RunResult
+from runner.tracking.naming import JOB_TAG
 from runner.tracking.recorded import artifact_text, recorded_config
 
 
@@ -28,7 +29,9 @@ def client_for(tracking_uri: str | None):
 
 
 def search(client, experiment: str, parent: str | None) -> list:
-    """Every run of the experiment (children of ``parent`` only, if given), oldest first."""
+    """Every run of the experiment, oldest first; or the children of the sweep ``parent``, in the
+    order of its jobs (their ``sweep.job`` tag; a batched sweep's children all start at the same
+    millisecond, so their start time cannot order them)."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise RunnerError(f"tracking.experiment: no experiment {experiment!r} in {client.tracking_uri}")
@@ -40,7 +43,14 @@ def search(client, experiment: str, parent: str | None) -> list:
         token = page.token
         if not token:
             break
-    return sorted(runs, key=lambda r: r.info.start_time)
+    if parent:
+        return sorted(runs, key=lambda r: (_job_number(r), r.info.start_time))
+    return sorted(runs, key=lambda r: (r.info.start_time, _job_number(r)))
+
+
+def _job_number(run) -> float:
+    number = run.data.tags.get(JOB_TAG, "")
+    return int(number) if number.isdigit() else math.inf
 
 
 def runs_frame(experiment: str, parent: str | None, tracking_uri: str | None):
@@ -75,7 +85,7 @@ def trajectory_frame(run_id: str, tracking_uri: str | None):
 
 
 def child_results(tracking_uri: str, parent: str) -> list[RunResult]:
-    """Each child of a sweep as a :class:`RunResult`, in the order the jobs started."""
+    """Each child of a sweep as a :class:`RunResult`, in the order of its jobs."""
     client = client_for(tracking_uri)
     parent_run = client.get_run(parent)
     experiment = client.get_experiment(parent_run.info.experiment_id).name

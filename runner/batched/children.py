@@ -24,6 +24,7 @@ import numpy as np
 from runner.batched.group import GroupRun
 from runner.job import artifact_bundle, end_tags, start_tags
 from runner.tracking import records
+from runner.tracking.naming import JOB_TAG
 
 CHUNK = 10  # children per call to the writer: the progress bar moves every ~0.5 s on the dev box
 
@@ -43,7 +44,7 @@ def child_records(run: GroupRun) -> Iterator[dict[str, Any]]:
             "key": job.num,
             "name": plan.name,
             "params": records.flatten(job.values),
-            "tags": {**start_tags(plan), **end_tags(plan, traj, row)},
+            "tags": {**start_tags(plan), JOB_TAG: str(job.num), **end_tags(plan, traj, row)},
             "metrics": records.metric_series(traj, row, plan.x_names, plan.g_names, plan.stride),
             "timestamp_ms": started_ms,
             "bundle": bundle,

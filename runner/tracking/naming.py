@@ -19,6 +19,7 @@ PARENT_ENV = "RUNNER_PARENT_RUN_ID"  # set by the sweep callback: the multirun's
 SWEPT_ENV = "RUNNER_SWEPT_KEYS"  # set by the sweep callback: comma-separated keys the sweep varies
 # Keys every name already shows (the expression and target through the objective's tag).
 NAMED = ("objective", "optimizer", "lr", "schedule", "backend", "objective.expr", "objective.target")
+JOB_TAG = "sweep.job"  # on a sweep's child: its job's number (hydra.job.num)
 TAG_DIGITS = 6  # hex digits of a custom objective's tag: 16.7 million tags
 
 
@@ -39,6 +40,20 @@ def swept_extras(cfg: Any) -> dict[str, Any]:
     if hc.mode != RunMode.MULTIRUN:
         return {}
     return extras_of(list(hc.overrides.task), swept)
+
+
+def multirun_job_number() -> int | None:
+    """Hydra's number of this job (``hydra.job.num``) in a multirun, else None. Its runs carry it as
+    ``JOB_TAG``, so that a sweep's children read back in the order of its jobs (the batched
+    launcher's children all start at the same millisecond)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # not under Hydra (the API's single runs, tests calling run_job directly)
+        return None
+    return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
 
 
 def extras_of(task_overrides: list[str], swept: str | None) -> dict[str, Any]:
