@@ -11,7 +11,8 @@ FAILED, with its final tags), tags it ``record.uploaded`` and removes the folder
 
 ``FOLDER`` may also be a folder above several such folders (a sweep's): each is uploaded, the runs
 first, then the sweep's parent, which gets the summary its sweep could not give it. A run the server
-never saw (a batched sweep's child written after it went away) is created, under its parent. Exit
+never saw (a batched sweep's child written after it went away) is created, under its parent, and
+the parent's trajectory table then names it by its id instead of its stand-in ``unsent-…``. Exit
 status: 0 when everything was uploaded, 1 when the server still cannot take it (the folder stays,
 run the command again later), 2 for a folder that holds nothing to upload.
 """
@@ -26,9 +27,11 @@ USAGE = "usage: python -m runner.upload FOLDER  (the unsent/ folder a run's line
 DIED = {"outcome": "failed", "error": "the run's process died before ending it; its records were uploaded by runner.upload"}
 
 
-def upload(folder: Path) -> str:
+def upload(folder: Path, tables: set[tuple[str, str]] | None = None) -> str:
     """Upload one spill folder into its run (creating the run if the server never saw it; a sweep's
-    parent is summarised and ended as the sweep would have); the line that says what was sent."""
+    parent is summarised and ended as the sweep would have); the line that says what was sent.
+    ``tables`` collects ``(tracking uri, parent run id)`` of the sweeps whose trajectory table may
+    name a run created here by its stand-in id (:func:`runner.sweeps.table.put_created_ids`)."""
     from mlflow import MlflowClient
 
     from runner.tracking import unsent
@@ -42,8 +45,11 @@ def upload(folder: Path) -> str:
     client = MlflowClient(tracking_uri=uri)
     if record.run["run_id"] is None and record.run.get("token"):  # a sweep's parent its guard kept
         record.run["run_id"] = parent_by_token(uri, record.run["token"])
+    parent = (record.run.get("create") or {}).get("tags", {}).get("mlflow.parentRunId")
     sent = unsent.replay(client, record, default_tags=DIED)
     run_id = sent["run_id"]
+    if tables is not None and (parent or record.run.get("sweep_end")):
+        tables.add((uri, parent or run_id))
     what = f"{unsent.plural(sent['metric_points'], 'metric point')}, {unsent.plural(sent['artifact_files'], 'artifact file')}"
     client.set_tag(run_id, "record.uploaded", f"{what}, sent later by python -m runner.upload")
     if record.run.get("sweep_end"):
@@ -95,19 +101,42 @@ def main(argv: list[str]) -> int:
         print(f"error: {printable(argv[0])}: no unsent records here (no run.json below it); {USAGE}", file=sys.stderr)
         return EXIT_USAGE
     status = 0
+    tables: set[tuple[str, str]] = set()
     parents = {folder: is_parent(folder) for folder in found}
     for folder in sorted(found, key=parents.get):  # the runs first: a parent's summary reads them
         if status and parents[folder]:
             print(f"error: {folder} stays: the sweep's runs above could not be uploaded, and its summary needs them", file=sys.stderr)
             continue
         try:
-            print(upload(folder))
+            print(upload(folder, tables))
         except Exception as exc:
             if not (isinstance(exc, StoreError) or unsent.server_gone(exc)):
                 raise
             print(f"error: {printable(str(exc).splitlines()[0])}; {folder} stays: run this again once the server answers", file=sys.stderr)
             status = 1
-    return status
+    return status or fill_tables(tables)
+
+
+def fill_tables(tables: set[tuple[str, str]]) -> int:
+    """Put the ids of the runs this upload created into their sweeps' trajectory tables; 0, or 1
+    with a line if a server went away meanwhile (running the upload again cannot redo it: the
+    line says what the table keeps instead)."""
+    from mlflow import MlflowClient
+
+    from runner.errors import printable
+    from runner.sweeps.table import put_created_ids
+
+    for uri, parent in sorted(tables):
+        try:
+            replaced = put_created_ids(MlflowClient(tracking_uri=uri), parent)
+        except Exception as exc:  # noqa: BLE001 - the runs are in; only the table's ids are not
+            print(f"error: the trajectory table of run {parent} keeps the stand-in ids (unsent-…) of the runs created "
+                  f"above ({printable(str(exc).splitlines()[0])}); each such run has its stand-in id in its tag "
+                  "record.stand_in", file=sys.stderr)
+            return 1
+        if replaced:
+            print(f"the trajectory table of run {parent} now names the {replaced} runs created above by their ids")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

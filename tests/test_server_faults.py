@@ -25,12 +25,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from runner.sweeps.table import load as load_table
 from tests.infra.mlflow_server import mlflow_server
 from tests.infra.runner_proc import REPO, Runner
 
@@ -339,11 +341,25 @@ def test_a_batched_sweep_whose_server_goes_away_is_kept_and_uploaded_whole(backe
     assert f" {len(kept) - 1} runs of this sweep and its summary are kept in unsent/ folders under {sweep};" in lines[0]
     assert len(kept) > 1 and any(k["run_id"] is None and k["create"]["tags"]["mlflow.parentRunId"] for k in kept), kept
 
+    stand_ins = {k["stand_in"] for k in kept if k.get("create")}
     with mlflow_server(store, base, port=port):
         done = upload(sweep)
         assert done.returncode == 0, done.stderr
-        assert len(done.stdout.splitlines()) == len(kept) and done.stdout.splitlines()[-1].endswith("; it ends FINISHED")
+        lines = done.stdout.splitlines()
+        assert len(lines) == len(kept) + 1 and lines[-2].endswith("; it ends FINISHED")
+        assert lines[-1].endswith(f" now names the {len(stand_ins)} runs created above by their ids"), lines[-1]
         sweep_complete(url, workdir)
+        c = client(url)
+        runs = the_runs(url)
+        (parent,) = [run for run in runs if "sweep.token" in run.data.tags]
+        children = {run.info.run_id: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+        assert {run.data.tags.get("record.stand_in") for run in children.values()} - {None} == stand_ins
+        with tempfile.TemporaryDirectory() as tmp:
+            frame = load_table(c.download_artifacts(parent.info.run_id, "trajectories", tmp))
+        assert set(frame["run_id"]) == set(children)  # every line names its child's real id, none a stand-in
+        for run_id, rows in frame.groupby("run_id"):
+            assert set(rows["run_name"]) == {children[run_id].info.run_name}
+            assert int(rows["step"].max()) == SWEEP_STEPS
     assert not list(sweep.rglob("unsent"))
 
 

@@ -49,3 +49,41 @@ def _download(run_id: str, tracking_uri: str | None) -> str:
     if not any(a.path == FOLDER for a in client.list_artifacts(run_id)):
         raise FileNotFoundError(f"run {run_id} has no {FOLDER}/ (the sweep ran with another launcher, or hydra.launcher.table=false)")
     return client.download_artifacts(run_id, FOLDER)
+
+
+def put_created_ids(client, parent_id: str) -> int:
+    """Give the parent's table the ids of the children ``runner.upload`` created.
+
+    A batched sweep's child that its tracking server never saw is named in the table by a stand-in
+    id (``unsent-…``) until the upload creates it, tagged ``record.stand_in`` with that id
+    (:func:`runner.tracking.unsent.create`). Each table that holds such ids is downloaded, its
+    ``run_id`` dictionary mapped to the created ids (the rows themselves are not rewritten) and
+    logged again at the same path. Returns how many ids it replaced; one whose child is not created
+    yet stays, for a later upload."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runner.tracking.unsent import STAND_IN_TAG
+
+    if not any(a.path == FOLDER for a in client.list_artifacts(parent_id)):
+        return 0
+    experiment = client.get_run(parent_id).info.experiment_id
+    created = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+                                 f"and tags.`{STAND_IN_TAG}` LIKE 'unsent-%'", max_results=50000)
+    ids = {run.data.tags[STAND_IN_TAG]: run.info.run_id for run in created}
+    replaced = 0
+    with tempfile.TemporaryDirectory(prefix="runner-table-") as tmp:
+        for path in sorted(Path(client.download_artifacts(parent_id, FOLDER, tmp)).glob("*.parquet")):
+            table = pq.read_table(path)
+            column = table.column("run_id").combine_chunks()
+            names = column.dictionary.to_pylist()
+            found = sum(name in ids for name in names)
+            if not found:
+                continue
+            mapped = pa.DictionaryArray.from_arrays(column.indices, pa.array([ids.get(n, n) for n in names]))
+            pq.write_table(table.set_column(table.schema.get_field_index("run_id"), "run_id", mapped), path)
+            client.log_artifact(parent_id, str(path), FOLDER)
+            replaced += found
+    return replaced

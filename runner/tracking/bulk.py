@@ -86,8 +86,9 @@ def log_trajectory_table(store: Any, parent: str, artifact_file: str, columns: M
                          names: Mapping[int, str]) -> None:
     """The parent's table of every trajectory, as Parquet at ``artifact_file``: the ``columns``
     (``job``, ``step``, ``loss``, …; one line per job and step) and each line's ``run_name`` and
-    ``run_id`` (dictionary-encoded; empty for a child the server never saw: the upload creates it),
-    the children having been logged by :func:`log_children`."""
+    ``run_id`` (dictionary-encoded; for a child the server never saw, its stand-in ``unsent-…``,
+    which ``runner.upload`` replaces with the id it creates), the children having been logged by
+    :func:`log_children`."""
     import tempfile
     from pathlib import Path
 
@@ -99,7 +100,6 @@ def log_trajectory_table(store: Any, parent: str, artifact_file: str, columns: M
     jobs = np.asarray(columns["job"])
     known, codes = np.unique(jobs, return_inverse=True)
     run_ids = [RUN_IDS.get((parent_id, int(j)), "") for j in known]
-    run_ids = ["" if run_id.startswith("unsent-") else run_id for run_id in run_ids]  # created later, by the upload
     table = {"job": pa.array(jobs, pa.int32()),
              "run_name": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array([names[int(j)] for j in known])),
              "run_id": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(run_ids))}

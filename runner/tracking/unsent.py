@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 FOLDER = "unsent"
+STAND_IN_TAG = "record.stand_in"  # on a run the upload created: the id that named it before (``unsent-…``)
 BATCH = 1000  # MLflow's limit of metrics (and tags) per log_batch call
 PARAMS_BATCH = 100  # … and of params
 
@@ -94,6 +95,7 @@ class Spill:
         run = {"tracking_uri": self.uri, "run_id": None if self.create else self.run_id, "name": self.name, "end": self.end}
         if self.create:
             run["create"] = self.create
+            run["stand_in"] = self.run_id  # the id that names it until then (in its sweep's table)
         if self.sweep_end:
             run["sweep_end"] = self.sweep_end
         write_run(self.folder, run)
@@ -252,9 +254,12 @@ def replay(client: Any, unsent: Unsent, end: bool = True, default_status: str = 
 
 def create(client: Any, unsent: Unsent) -> str:
     """Create the run a spill folder holds for a server that never saw it; its id goes into
-    ``run.json`` at once, so an upload stopped half-way and run again does not create it twice."""
+    ``run.json`` at once, so an upload stopped half-way and run again does not create it twice.
+    The run is tagged with the stand-in id (``record.stand_in``) that named it in its sweep's
+    trajectory table until then, so that the upload can put its real id there."""
     spec = unsent.run["create"]
-    run = client.create_run(spec["experiment_id"], start_time=spec["start_time"], tags=spec["tags"], run_name=unsent.run["name"])
+    tags = {**spec["tags"], **({STAND_IN_TAG: unsent.run["stand_in"]} if unsent.run.get("stand_in") else {})}
+    run = client.create_run(spec["experiment_id"], start_time=spec["start_time"], tags=tags, run_name=unsent.run["name"])
     unsent.run["run_id"] = run.info.run_id
     write_run(unsent.folder, unsent.run)
     return run.info.run_id
