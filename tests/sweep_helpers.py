@@ -44,7 +44,8 @@ def client_for(workdir: Path):
 
 
 def sweep_runs(client, experiment: str = "runner"):
-    """(parent, children) of the one sweep in an experiment; children oldest first."""
+    """(parent, children) of the one sweep in an experiment; children in the order of its jobs
+    (``sweep.job``: a batched sweep's children share one start time), then oldest first."""
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"experiment {experiment!r} was not created"
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -53,7 +54,7 @@ def sweep_runs(client, experiment: str = "runner"):
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == len(runs) - 1, "every other run is the parent's child"
-    return parent, sorted(children, key=lambda r: r.info.start_time)
+    return parent, sorted(children, key=lambda r: (int(r.data.tags.get("sweep.job", 10**9)), r.info.start_time))
 
 
 # The objectives the test sweeps use, written again by hand on a vector x, with their starts.
