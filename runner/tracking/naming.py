@@ -29,23 +29,20 @@ def swept_extras(cfg: Any) -> dict[str, Any]:
     With the sweep callback, only the keys the sweep varies (``$RUNNER_SWEPT_KEYS``); without it,
     every task override of the job.
     """
-    swept = os.environ.get(SWEPT_ENV)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except Exception:  # not under Hydra (tests calling run_job directly)
-        return {}
-    if hc.mode != RunMode.MULTIRUN:
-        return {}
-    return extras_of(list(hc.overrides.task), swept)
+    hc = _multirun_hydra_config()
+    return {} if hc is None else extras_of(list(hc.overrides.task), os.environ.get(SWEPT_ENV))
 
 
 def multirun_job_number() -> int | None:
     """Hydra's number of this job (``hydra.job.num``) in a multirun, else None. Its runs carry it as
     ``JOB_TAG``, so that a sweep's children read back in the order of its jobs (the batched
     launcher's children all start at the same millisecond)."""
+    hc = _multirun_hydra_config()
+    return None if hc is None else int(hc.job.num)
+
+
+def _multirun_hydra_config() -> Any:
+    """This job's ``HydraConfig`` when it is a job of a multirun, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -53,7 +50,7 @@ def multirun_job_number() -> int | None:
         hc = HydraConfig.get()
     except Exception:  # not under Hydra (the API's single runs, tests calling run_job directly)
         return None
-    return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
+    return hc if hc.mode == RunMode.MULTIRUN else None
 
 
 def extras_of(task_overrides: list[str], swept: str | None) -> dict[str, Any]:

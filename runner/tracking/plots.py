@@ -142,9 +142,7 @@ def _used_box(fig: Figure, renderer, pad: float):
     """The box of every axes' decorations, and the top they must stay under (the figure's title)."""
     from matplotlib.transforms import Bbox
 
-    with np.errstate(over="ignore", invalid="ignore"):
-        boxes = [box for ax in fig.axes for box in _decorations(ax, renderer)]
-    used = Bbox.union([b for b in boxes if np.isfinite(b.bounds).all()])
+    used = Bbox.union([_decorations_box(ax, renderer) for ax in fig.axes])
     top = min([fig.bbox.height - pad] + [t.get_window_extent(renderer).y0 - pad for t in fig.texts if t.get_text()])
     return used, top
 
@@ -202,9 +200,9 @@ def _row_gap(fig: Figure, renderer, pad: float) -> float:
 def _make_room_between_rows(fig: Figure, renderer, pad: float) -> bool:
     """Widen the space between rows of panels to :func:`_row_gap` where it is narrower; whether it changed."""
     rows, _ = _grid_shape(fig)
-    gap = _row_gap(fig, renderer, pad)
     if rows < 2:
         return False
+    gap = _row_gap(fig, renderer, pad)
     sp = fig.subplotpars
     total = (sp.top - sp.bottom) * fig.bbox.height  # rows * h + (rows - 1) * hspace * h
     panel = (total - (rows - 1) * gap) / rows
@@ -215,6 +213,7 @@ def _make_room_between_rows(fig: Figure, renderer, pad: float) -> bool:
 
 
 def _decorations_box(ax: Axes, renderer):
+    """The union of :func:`_decorations` (display pixels), boxes that overflowed left out."""
     from matplotlib.transforms import Bbox
 
     with np.errstate(over="ignore", invalid="ignore"):
@@ -295,7 +294,6 @@ def _style(i: int, n: int) -> dict[str, Any]:
 def _draw_curves(ax: Axes, curves: Mapping[str, Curve], view: LossView, annotate: bool) -> np.ndarray:
     """Each curve's finite part as one line (labelled with its name, and where it diverged); the
     values drawn."""
-
     if len(curves) > MANY_CURVES:
         return _draw_many_curves(ax, curves, view)
     drawn = [np.empty(0)]
@@ -578,7 +576,6 @@ def overlay_paths_figure(
     var_names: Sequence[str], title: str, minima: Sequence[Sequence[float]] = (),
 ) -> Figure:
     """Several runs' descent paths on one (grey) contour, one colour and legend entry per run."""
-
     fig, (ax,) = new_figure(title)
     _contour(ax, X, Y, Z, "Greys")
     finite = [_finite_rows(path) for path in paths.values()]
